@@ -1,0 +1,11 @@
+//! `pacer-core`: the pure heart of Pacer. A synchronous state machine, `(now, input) → effects`:
+//! no IO, no async runtime, and it never reads the clock — the shell passes `now` in.
+
+pub mod app;
+pub mod cluster;
+pub mod id;
+pub mod persist;
+pub mod time;
+pub mod normalize;
+pub mod validate;
+pub mod violation;
