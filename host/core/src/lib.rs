@@ -4,8 +4,14 @@
 pub mod app;
 pub mod cluster;
 pub mod id;
+pub mod instance;
+pub mod machine;
 pub mod persist;
+pub mod placement;
+pub mod state;
 pub mod time;
 pub mod normalize;
 pub mod validate;
 pub mod violation;
+#[cfg(test)]
+mod machine_tests;

@@ -1,0 +1,1133 @@
+//! The scheduler state machine. Inputs: API commands, offers, task status updates, the passage of
+//! time. Outputs: effects (writes, launches, kills, declines, reconciliation) queued for the shell,
+//! which executes them in order — a `Persist` always precedes the launches that depend on it.
+
+use crate::app::{AppDefinition, EnvValue, NetworkMode};
+use crate::cluster::*;
+use crate::id::{IdSource, InstanceId, PathId, TaskId};
+use crate::instance::{AgentInfo, Goal, Instance, Task, TaskFailure};
+use crate::normalize::{AppPatch, NormalizeContext};
+use crate::persist::{keys, StoreOp};
+use crate::placement::{match_offer, RejectReason};
+use crate::state::{Delay, Deployment, DeploymentAction, Group, State};
+use crate::time::Timestamp;
+use crate::validate::{validate_app, ValidationContext};
+use crate::violation::{num, Violation};
+use imbl::OrdSet;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Core settings, taken from flags by the daemon.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub default_role: String,
+    pub features: BTreeSet<String>,
+    pub local_port_min: i64,
+    pub local_port_max: i64,
+    pub max_instances_per_offer: usize,
+    pub decline_offer_duration: Duration,
+    pub max_versions: usize,
+    pub env_vars_prefix: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            default_role: "*".into(),
+            features: BTreeSet::new(),
+            local_port_min: 10000,
+            local_port_max: 20000,
+            max_instances_per_offer: 5,
+            decline_offer_duration: Duration::from_secs(120),
+            max_versions: 50,
+            env_vars_prefix: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Make these writes durable, atomically, before executing anything queued after them.
+    Persist(Vec<StoreOp>),
+    Launch { offer: OfferId, tasks: Vec<LaunchSpec> },
+    Decline { offer: OfferId, refuse: Duration },
+    Kill(KillRequest),
+    /// Ask the backend for the status of these tasks; an empty list means "all you know".
+    Reconcile(Vec<TaskId>),
+}
+
+/// A command from the API. Ids are already resolved against the root.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// `POST /v2/apps`.
+    CreateApp { id: PathId, patch: AppPatch },
+    /// `PUT`/`PATCH` of one or many apps. `create`: missing apps may be created.
+    UpdateApps { updates: Vec<(PathId, AppPatch)>, partial: bool, create: bool },
+    /// `PUT /v2/apps/{id}` with only `{"version": ..}`.
+    RollbackApp { id: PathId, version: Timestamp },
+    DeleteApp { id: PathId },
+    RestartApp { id: PathId },
+    /// Kill tasks. `scale`: also lower `instances`; `wipe`: expunge instead of relaunching.
+    KillTasks { tasks: Vec<TaskId>, scale: bool, wipe: bool },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// A change was accepted; `created` is true when an app was created by it.
+    Deployment { id: String, version: Timestamp, created: bool },
+    /// Tasks were killed without scaling; the instances as they were before the kill.
+    Killed(Vec<Arc<Instance>>),
+}
+
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CommandError {
+    #[error("Object is not valid")]
+    Invalid(Vec<Violation>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unprocessable(String),
+}
+
+/// What the core knows about the last offer it could not use for an app (for `/v2/queue`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OfferStats {
+    pub processed: u64,
+    pub unused: u64,
+    pub last_reasons: Vec<RejectReason>,
+}
+
+pub struct Scheduler {
+    state: State,
+    config: Config,
+    ids: IdSource,
+    effects: VecDeque<Effect>,
+    /// Versions must be unique per app; a change in the same millisecond moves one ahead.
+    last_version: Timestamp,
+    /// The state before the command in progress, restored if its write fails.
+    undo: Option<State>,
+    /// Effects of the step in progress that must wait for its writes.
+    pending: Vec<Effect>,
+    /// Instances waiting for a launch (goal Running, no live task), across all apps.
+    launch_queue: BTreeSet<InstanceId>,
+    pub offer_stats: BTreeMap<PathId, OfferStats>,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("core records always serialise")
+}
+
+fn put<T: Serialize>(prefix: &str, id: &str, v: &T) -> StoreOp {
+    StoreOp::Put { key: format!("{prefix}{id}"), value: to_json(v) }
+}
+
+fn del(prefix: &str, id: &str) -> StoreOp {
+    StoreOp::Delete { key: format!("{prefix}{id}") }
+}
+
+fn version_key(app: &PathId, v: Timestamp) -> String {
+    format!("{app}@{v}")
+}
+
+/// Task states that add launch backoff (Killed, e.g. by a health check, does not).
+fn adds_backoff(s: TaskState) -> bool {
+    matches!(s, TaskState::Failed | TaskState::Error | TaskState::Finished | TaskState::Gone | TaskState::Dropped)
+}
+
+/// Terminal states recorded as the app's `lastTaskFailure`.
+fn is_failure(s: TaskState) -> bool {
+    matches!(
+        s,
+        TaskState::Failed | TaskState::Error | TaskState::Lost | TaskState::Dropped | TaskState::Gone | TaskState::GoneByOperator | TaskState::Unknown
+    )
+}
+
+impl Scheduler {
+    pub fn new(config: Config, seed: u64) -> Self {
+        Scheduler {
+            state: State::default(),
+            config,
+            ids: IdSource::new(seed),
+            effects: VecDeque::new(),
+            last_version: Timestamp::EPOCH,
+            undo: None,
+            pending: Vec::new(),
+            launch_queue: BTreeSet::new(),
+            offer_stats: BTreeMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A consistent, cheap copy of the whole state for readers.
+    pub fn snapshot(&self) -> State {
+        self.state.clone()
+    }
+
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Recovery
+
+    /// Rebuilds the state from stored records (`(key, value)` pairs from every category) and
+    /// asks the backend to reconcile every task it might still run.
+    pub fn restore(&mut self, entries: Vec<(String, Vec<u8>)>) -> Result<(), String> {
+        fn parse<T: DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, String> {
+            serde_json::from_slice(v).map_err(|e| format!("stored record {key} is unreadable: {e}"))
+        }
+        let mut s = State::default();
+        for (key, value) in &entries {
+            if key.starts_with(keys::APP_VERSION) {
+                let app: AppDefinition = parse(key, value)?;
+                let mut versions = s.versions.get(&app.id).cloned().unwrap_or_default();
+                versions.insert(app.version, Arc::new(app.clone()));
+                s.versions.insert(app.id.clone(), versions);
+            } else if key.starts_with(keys::APP) {
+                let app: AppDefinition = parse(key, value)?;
+                self.last_version = self.last_version.max(app.version);
+                for p in app.service_ports() {
+                    if p != 0 {
+                        s.service_ports.insert(p, app.id.clone());
+                    }
+                }
+                s.apps.insert(app.id.clone(), Arc::new(app));
+            } else if key.starts_with(keys::GROUP) {
+                let g: Group = parse(key, value)?;
+                s.groups.insert(g.id.clone(), Arc::new(g));
+            } else if key.starts_with(keys::INSTANCE) {
+                let i: Instance = parse(key, value)?;
+                let mut set = s.by_app.get(&i.app_id).cloned().unwrap_or_default();
+                set.insert(i.id.clone());
+                s.by_app.insert(i.app_id.clone(), set);
+                s.instances.insert(i.id.clone(), Arc::new(i));
+            } else if key.starts_with(keys::DEPLOYMENT) {
+                let d: Deployment = parse(key, value)?;
+                s.deployments.insert(d.id.clone(), Arc::new(d));
+            } else if key.starts_with(keys::TASK_FAILURE) {
+                let f: TaskFailure = parse(key, value)?;
+                s.task_failures.insert(f.app_id.clone(), Arc::new(f));
+            }
+        }
+        self.state = s;
+        self.launch_queue = self.state.instances.values().filter(|i| i.is_scheduled()).map(|i| i.id.clone()).collect();
+        let known: Vec<TaskId> = self
+            .state
+            .instances
+            .values()
+            .filter(|i| i.is_active())
+            .filter_map(|i| i.task.as_ref().map(|t| t.task_id.clone()))
+            .collect();
+        // Explicit reconciliation for what we know, implicit for what the backend knows.
+        self.effects.push_back(Effect::Reconcile(known));
+        self.effects.push_back(Effect::Reconcile(Vec::new()));
+        Ok(())
+    }
+
+    /// Converges every app once (after recovery, or periodically as Marathon's scale check).
+    pub fn converge_all(&mut self, now: Timestamp) {
+        let mut ops = Vec::new();
+        let ids: Vec<PathId> = self.state.apps.keys().cloned().chain(self.state.by_app.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        for id in ids {
+            self.converge(&id, now, &mut ops);
+        }
+        self.finish_deployments(&mut ops);
+        self.flush(ops);
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Commands
+
+    /// Applies a command. Its writes are queued as one `Persist` effect ahead of everything it
+    /// triggers; if the shell cannot make them durable it calls [`Scheduler::rollback`].
+    pub fn command(&mut self, now: Timestamp, cmd: Command) -> Result<Outcome, CommandError> {
+        self.undo = Some(self.state.clone());
+        let queued = self.effects.len();
+        let result = self.command_inner(now, cmd);
+        if result.is_err() {
+            self.rollback_to(queued);
+        }
+        result
+    }
+
+    /// Forgets the last command: its writes failed, so nothing of it may stay.
+    pub fn rollback(&mut self) {
+        self.rollback_to(0);
+    }
+
+    fn rollback_to(&mut self, queued: usize) {
+        if let Some(prev) = self.undo.take() {
+            self.state = prev;
+            self.launch_queue = self.state.instances.values().filter(|i| i.is_scheduled()).map(|i| i.id.clone()).collect();
+        }
+        self.pending.clear();
+        self.effects.truncate(queued);
+    }
+
+    fn next_version(&mut self, now: Timestamp) -> Timestamp {
+        let v = if now > self.last_version { now } else { Timestamp::from_millis(self.last_version.as_millis() + 1) };
+        self.last_version = v;
+        v
+    }
+
+    fn command_inner(&mut self, now: Timestamp, cmd: Command) -> Result<Outcome, CommandError> {
+        let mut ops = Vec::new();
+        let outcome = match cmd {
+            Command::CreateApp { id, patch } => {
+                if self.state.apps.contains_key(&id) {
+                    return Err(CommandError::AlreadyExists(format!("An app with id [{id}] already exists.")));
+                }
+                let version = self.next_version(now);
+                let app = self.build_app(&id, &patch, None, version)?;
+                let dep = self.stage_changes(vec![(None, app)], version, &mut ops)?;
+                Outcome::Deployment { id: dep, version, created: true }
+            }
+            Command::UpdateApps { updates, partial, create } => {
+                let version = self.next_version(now);
+                let mut changes = Vec::new();
+                let mut created = false;
+                for (id, patch) in &updates {
+                    let existing = self.state.apps.get(id).cloned();
+                    if existing.is_none() && !create {
+                        return Err(CommandError::NotFound(format!("App '{id}' does not exist")));
+                    }
+                    created |= existing.is_none();
+                    let base = if partial { existing.as_deref() } else { None };
+                    let mut app = self.build_app(id, patch, base, version)?;
+                    if let Some(old) = &existing {
+                        // A full replacement keeps the app's dynamic service ports where it asks for 0.
+                        self.keep_service_ports(old, &mut app);
+                    }
+                    changes.push((existing, app));
+                }
+                let dep = self.stage_changes(changes, version, &mut ops)?;
+                Outcome::Deployment { id: dep, version, created }
+            }
+            Command::RollbackApp { id, version: target } => {
+                let existing = self.state.apps.get(&id).cloned();
+                let stored = self
+                    .state
+                    .versions
+                    .get(&id)
+                    .and_then(|v| v.get(&target))
+                    .cloned()
+                    .ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist in version {target}")))?;
+                let version = self.next_version(now);
+                let mut app = (*stored).clone();
+                app.version = version;
+                let dep = self.stage_changes(vec![(existing, app)], version, &mut ops)?;
+                Outcome::Deployment { id: dep, version, created: false }
+            }
+            Command::DeleteApp { id } => {
+                let app = self.state.apps.get(&id).cloned().ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist")))?;
+                let version = self.next_version(now);
+                self.remove_app(&app, &mut ops);
+                let dep = self.new_deployment(version, vec![(app.id.clone(), "StopApplication")], &mut ops);
+                self.converge(&id, now, &mut ops);
+                Outcome::Deployment { id: dep, version, created: false }
+            }
+            Command::RestartApp { id } => {
+                let existing = self.state.apps.get(&id).cloned().ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist")))?;
+                let version = self.next_version(now);
+                let mut app = (*existing).clone();
+                // Pacer follows Marathon 1.11 here: a restart is a config change, so every
+                // instance is replaced and any backoff starts fresh.
+                app.version = version;
+                app.version_info.last_config_change_at = version;
+                app.version_info.last_scaling_at = version;
+                let dep = self.commit_app(Some(existing), app, version, "RestartApplication", &mut ops);
+                self.converge(&id, now, &mut ops);
+                Outcome::Deployment { id: dep, version, created: false }
+            }
+            Command::KillTasks { tasks, scale, wipe } => {
+                if scale && wipe {
+                    return Err(CommandError::BadRequest("You cannot use scale and wipe at the same time.".into()));
+                }
+                let mut found = Vec::new();
+                for t in &tasks {
+                    let inst = t
+                        .instance_id()
+                        .and_then(|iid| self.state.instances.get(&iid).cloned())
+                        .filter(|i| i.task.as_ref().is_some_and(|task| &task.task_id == t) || t.instance_id().is_some())
+                        .ok_or_else(|| CommandError::NotFound(format!("Task '{t}' does not exist")))?;
+                    if !found.iter().any(|i: &Arc<Instance>| i.id == inst.id) {
+                        found.push(inst);
+                    }
+                }
+                if scale {
+                    let version = self.next_version(now);
+                    let mut per_app: BTreeMap<PathId, u32> = BTreeMap::new();
+                    for inst in &found {
+                        if inst.goal == Goal::Running {
+                            *per_app.entry(inst.app_id.clone()).or_default() += 1;
+                        }
+                        self.decommission(inst, &mut ops);
+                    }
+                    let mut actions = Vec::new();
+                    for (app_id, n) in per_app {
+                        if let Some(existing) = self.state.apps.get(&app_id).cloned() {
+                            let mut app = (*existing).clone();
+                            app.instances = app.instances.saturating_sub(n);
+                            app.version = version;
+                            app.version_info.last_scaling_at = version;
+                            self.store_app(&app, &mut ops);
+                            actions.push((app_id.clone(), "ScaleApplication"));
+                        }
+                    }
+                    let dep = self.new_deployment(version, actions, &mut ops);
+                    for inst in &found {
+                        self.converge(&inst.app_id, now, &mut ops);
+                    }
+                    self.finish_deployments(&mut ops);
+                    Outcome::Deployment { id: dep, version, created: false }
+                } else {
+                    for inst in &found {
+                        if wipe {
+                            self.decommission(inst, &mut ops);
+                        } else if let Some(task) = inst.task.as_ref().filter(|t| !t.state.is_terminal()) {
+                            let grace = self.grace_of(&inst.app_id);
+                            let mut i = (**inst).clone();
+                            if let Some(t) = i.task.as_mut() {
+                                t.kill_sent = true;
+                            }
+                            self.store_instance(i, &mut ops);
+                            self.pending.push(Effect::Kill(KillRequest {
+                                task_id: task.task_id.clone(),
+                                agent_id: inst.agent.as_ref().map(|a| a.agent_id.clone()),
+                                grace,
+                            }));
+                        }
+                    }
+                    for inst in &found {
+                        self.converge(&inst.app_id, now, &mut ops);
+                    }
+                    Outcome::Killed(found)
+                }
+            }
+        };
+        self.finish_deployments(&mut ops);
+        self.flush(ops);
+        Ok(outcome)
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// App changes
+
+impl Scheduler {
+    fn build_app(&self, id: &PathId, patch: &AppPatch, base: Option<&AppDefinition>, version: Timestamp) -> Result<AppDefinition, CommandError> {
+        let root = PathId::root();
+        let ctx = NormalizeContext { base: &root, default_role: &self.config.default_role, now: version };
+        let app = patch.apply(id.clone(), base, &ctx).map_err(CommandError::Invalid)?;
+        let vctx = ValidationContext { default_role: &self.config.default_role, features: &self.config.features };
+        let violations = validate_app(&app, &vctx);
+        if !violations.is_empty() {
+            return Err(CommandError::Invalid(violations));
+        }
+        Ok(app)
+    }
+
+    /// Where the new definition asks for a dynamic service port (0) at an index the old one had
+    /// assigned, keep the old port: a full PUT should not reshuffle load-balancer ports.
+    fn keep_service_ports(&self, old: &AppDefinition, app: &mut AppDefinition) {
+        let old_ports = old.service_ports();
+        if let Some(defs) = app.port_definitions.as_mut() {
+            for (i, d) in defs.iter_mut().enumerate() {
+                if d.port == 0 {
+                    d.port = old_ports.get(i).copied().unwrap_or(0);
+                }
+            }
+        }
+        if let Some(ms) = app.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
+            for (i, m) in ms.iter_mut().enumerate() {
+                if m.service_port == 0 {
+                    m.service_port = old_ports.get(i).copied().unwrap_or(0);
+                }
+            }
+        }
+    }
+
+    fn allocate_service_ports(&mut self, app: &mut AppDefinition) -> Result<(), CommandError> {
+        let own: BTreeSet<i64> = app.service_ports().into_iter().filter(|p| *p != 0).collect();
+        let (min, max) = (self.config.local_port_min, self.config.local_port_max);
+        let mut next = min;
+        let state = &self.state;
+        let mut take = |taken: &BTreeSet<i64>| -> Option<i64> {
+            while next <= max {
+                let p = next;
+                next += 1;
+                let owner = state.service_ports.get(&p);
+                if owner.is_none() && !taken.contains(&p) {
+                    return Some(p);
+                }
+            }
+            None
+        };
+        let mut taken = own;
+        let exhausted = || CommandError::Unprocessable(format!("All service ports in the range {min}-{max} are in use"));
+        if let Some(defs) = app.port_definitions.as_mut() {
+            for d in defs.iter_mut().filter(|d| d.port == 0) {
+                d.port = take(&taken).ok_or_else(exhausted)?;
+                taken.insert(d.port);
+            }
+        }
+        if let Some(ms) = app.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
+            for m in ms.iter_mut().filter(|m| m.service_port == 0) {
+                m.service_port = take(&taken).ok_or_else(exhausted)?;
+                taken.insert(m.service_port);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the shared app/group namespace for a new or moved app.
+    fn check_namespace(&self, id: &PathId) -> Result<(), CommandError> {
+        if self.state.groups.contains_key(id) {
+            return Err(CommandError::Invalid(vec![Violation::new("/", "Groups and Applications may not have the same identifier.")]));
+        }
+        for anc in id.ancestors() {
+            if self.state.apps.contains_key(&anc) {
+                return Err(CommandError::Invalid(vec![Violation::new(
+                    "/id",
+                    format!("The parent path {anc} of app {id} is an app; apps and groups may not share an id"),
+                )]));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stages one deployment for a set of app changes: version info, service ports, groups,
+    /// writes and the plan.
+    fn stage_changes(&mut self, changes: Vec<(Option<Arc<AppDefinition>>, AppDefinition)>, version: Timestamp, ops: &mut Vec<StoreOp>) -> Result<String, CommandError> {
+        let mut actions = Vec::new();
+        let mut new_apps = Vec::new();
+        for (existing, mut app) in changes {
+            if existing.is_none() {
+                self.check_namespace(&app.id)?;
+            }
+            app.version = version;
+            app.version_info = match &existing {
+                None => crate::app::VersionInfo { last_scaling_at: version, last_config_change_at: version },
+                Some(old) if old.is_config_change(&app) => crate::app::VersionInfo { last_scaling_at: version, last_config_change_at: version },
+                Some(old) if old.instances != app.instances => crate::app::VersionInfo { last_scaling_at: version, last_config_change_at: old.version_info.last_config_change_at },
+                Some(old) => {
+                    // No change at all: keep the app as it is; Marathon still answers with a plan id.
+                    let _ = old;
+                    continue;
+                }
+            };
+            self.allocate_service_ports(&mut app)?;
+            let action = match &existing {
+                None => {
+                    new_apps.push(app.id.clone());
+                    "ScaleApplication"
+                }
+                Some(old) if old.is_config_change(&app) => "RestartApplication",
+                Some(_) => "ScaleApplication",
+            };
+            let id = app.id.clone();
+            self.release_service_ports(&id);
+            for p in app.service_ports().into_iter().filter(|p| *p != 0) {
+                self.state.service_ports.insert(p, id.clone());
+            }
+            self.ensure_groups(&id, version, ops);
+            self.store_app(&app, ops);
+            actions.push((id, action));
+        }
+        let mut steps: Vec<Vec<DeploymentAction>> = Vec::new();
+        if !new_apps.is_empty() {
+            steps.push(new_apps.iter().map(|a| DeploymentAction { action: "StartApplication".into(), app: a.clone() }).collect());
+        }
+        let affected: Vec<PathId> = actions.iter().map(|(a, _)| a.clone()).collect();
+        if !actions.is_empty() {
+            steps.push(actions.into_iter().map(|(app, action)| DeploymentAction { action: action.into(), app }).collect());
+        }
+        let id = self.ids.uuid_v4();
+        if !steps.is_empty() {
+            let dep = Deployment { id: id.clone(), version, affected_apps: affected.clone(), steps, current_step: 1 };
+            ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
+            self.state.deployments.insert(dep.id.clone(), Arc::new(dep));
+        }
+        for app in affected {
+            self.converge(&app, version, ops);
+        }
+        Ok(id)
+    }
+
+    fn commit_app(&mut self, _existing: Option<Arc<AppDefinition>>, app: AppDefinition, version: Timestamp, action: &'static str, ops: &mut Vec<StoreOp>) -> String {
+        let id = app.id.clone();
+        self.store_app(&app, ops);
+        self.new_deployment(version, vec![(id, action)], ops)
+    }
+
+    fn new_deployment(&mut self, version: Timestamp, actions: Vec<(PathId, &'static str)>, ops: &mut Vec<StoreOp>) -> String {
+        let id = self.ids.uuid_v4();
+        if actions.is_empty() {
+            return id;
+        }
+        let dep = Deployment {
+            id: id.clone(),
+            version,
+            affected_apps: actions.iter().map(|(a, _)| a.clone()).collect(),
+            steps: vec![actions.into_iter().map(|(app, action)| DeploymentAction { action: action.into(), app }).collect()],
+            current_step: 1,
+        };
+        ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
+        self.state.deployments.insert(dep.id.clone(), Arc::new(dep));
+        id
+    }
+
+    fn release_service_ports(&mut self, id: &PathId) {
+        if let Some(old) = self.state.apps.get(id) {
+            for p in old.service_ports() {
+                if self.state.service_ports.get(&p) == Some(id) {
+                    self.state.service_ports.remove(&p);
+                }
+            }
+        }
+    }
+
+    fn ensure_groups(&mut self, app: &PathId, version: Timestamp, ops: &mut Vec<StoreOp>) {
+        for g in app.ancestors().into_iter().filter(|g| !g.is_root()) {
+            if !self.state.groups.contains_key(&g) {
+                let group = Group { id: g.clone(), dependencies: Vec::new(), version, enforce_role: false };
+                ops.push(put(keys::GROUP, g.as_str(), &group));
+                self.state.groups.insert(g, Arc::new(group));
+            }
+        }
+    }
+
+    fn store_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
+        ops.push(put(keys::APP, app.id.as_str(), app));
+        ops.push(put(keys::APP_VERSION, &version_key(&app.id, app.version), app));
+        let mut versions = self.state.versions.get(&app.id).cloned().unwrap_or_default();
+        versions.insert(app.version, Arc::new(app.clone()));
+        while versions.len() > self.config.max_versions.max(1) {
+            if let Some(oldest) = versions.get_min().map(|(v, _)| *v) {
+                versions.remove(&oldest);
+                ops.push(del(keys::APP_VERSION, &version_key(&app.id, oldest)));
+            }
+        }
+        self.state.versions.insert(app.id.clone(), versions);
+        self.state.apps.insert(app.id.clone(), Arc::new(app.clone()));
+    }
+
+    fn remove_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
+        self.release_service_ports(&app.id);
+        ops.push(del(keys::APP, app.id.as_str()));
+        if let Some(versions) = self.state.versions.remove(&app.id) {
+            for v in versions.keys() {
+                ops.push(del(keys::APP_VERSION, &version_key(&app.id, *v)));
+            }
+        }
+        if self.state.task_failures.remove(&app.id).is_some() {
+            ops.push(del(keys::TASK_FAILURE, app.id.as_str()));
+        }
+        self.state.delays.remove(&app.id);
+        self.state.apps.remove(&app.id);
+    }
+
+    fn grace_of(&self, app: &PathId) -> Option<Duration> {
+        self.state.apps.get(app).and_then(|a| a.task_kill_grace_period_seconds).map(Duration::from_secs)
+    }
+}
+
+// -------------------------------------------------------------------------------------------
+// Instances
+
+impl Scheduler {
+    fn store_instance(&mut self, inst: Instance, ops: &mut Vec<StoreOp>) {
+        ops.push(put(keys::INSTANCE, inst.id.as_str(), &inst));
+        if inst.is_scheduled() {
+            self.launch_queue.insert(inst.id.clone());
+        } else {
+            self.launch_queue.remove(&inst.id);
+        }
+        let mut set = self.state.by_app.get(&inst.app_id).cloned().unwrap_or_default();
+        set.insert(inst.id.clone());
+        self.state.by_app.insert(inst.app_id.clone(), set);
+        self.state.instances.insert(inst.id.clone(), Arc::new(inst));
+    }
+
+    fn expunge(&mut self, inst: &Instance, ops: &mut Vec<StoreOp>) {
+        ops.push(del(keys::INSTANCE, inst.id.as_str()));
+        self.launch_queue.remove(&inst.id);
+        self.state.instances.remove(&inst.id);
+        if let Some(set) = self.state.by_app.get(&inst.app_id) {
+            let mut set: OrdSet<InstanceId> = set.clone();
+            set.remove(&inst.id);
+            if set.is_empty() {
+                self.state.by_app.remove(&inst.app_id);
+            } else {
+                self.state.by_app.insert(inst.app_id.clone(), set);
+            }
+        }
+    }
+
+    /// Goal Decommissioned: kill the task if it lives, expunge once it is terminal.
+    fn decommission(&mut self, inst: &Instance, ops: &mut Vec<StoreOp>) {
+        if !inst.is_active() {
+            self.expunge(inst, ops);
+            return;
+        }
+        let mut i = inst.clone();
+        i.goal = Goal::Decommissioned;
+        let task = i.task.as_mut().expect("active instances have a task");
+        if !task.kill_sent {
+            task.kill_sent = true;
+            self.pending.push(Effect::Kill(KillRequest {
+                task_id: task.task_id.clone(),
+                agent_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
+                grace: self.grace_of(&i.app_id),
+            }));
+        }
+        self.store_instance(i, ops);
+    }
+
+    fn new_instance(&mut self, app: &AppDefinition, now: Timestamp, ops: &mut Vec<StoreOp>) {
+        let uuid = self.ids.uuid_v1(now);
+        let inst = Instance {
+            id: InstanceId::new(&app.id, &uuid),
+            app_id: app.id.clone(),
+            run_spec_version: app.version,
+            config_version: app.version_info.last_config_change_at,
+            goal: Goal::Running,
+            created_at: now,
+            agent: None,
+            task: None,
+            incarnation: 0,
+        };
+        self.store_instance(inst, ops);
+    }
+
+    /// Brings one app's instances towards its definition: scale up or down, and during a config
+    /// change replace old instances within the upgrade strategy's bounds (Marathon §5.3).
+    fn converge(&mut self, app_id: &PathId, now: Timestamp, ops: &mut Vec<StoreOp>) {
+        let instances: Vec<Arc<Instance>> = self.state.instances_of(app_id).cloned().collect();
+        let Some(app) = self.state.apps.get(app_id).cloned() else {
+            for i in instances.iter().filter(|i| i.goal != Goal::Decommissioned || (i.is_active() && !i.task.as_ref().is_some_and(|t| t.kill_sent))) {
+                self.decommission(i, ops);
+            }
+            return;
+        };
+        let n = app.instances as usize;
+        let config = app.version_info.last_config_change_at;
+        let running_goal: Vec<&Arc<Instance>> = instances.iter().filter(|i| i.goal == Goal::Running).collect();
+        let (fresh, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) = running_goal.iter().partition(|i| i.config_version >= config);
+        // Old instances whose task is gone are not relaunched: the new version replaces them.
+        let (old_dead, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) = old.into_iter().partition(|i| !i.is_active());
+        for i in old_dead {
+            self.expunge(i, ops);
+        }
+
+        if old.is_empty() {
+            if fresh.len() < n {
+                for _ in fresh.len()..n {
+                    self.new_instance(&app, now, ops);
+                }
+            } else if fresh.len() > n {
+                let victims = kill_order(&fresh, app.kill_selection);
+                for i in victims.into_iter().take(fresh.len() - n) {
+                    self.decommission(i, ops);
+                }
+            }
+            return;
+        }
+
+        // Rolling replacement.
+        let healthy = |i: &Instance| i.is_running() && !i.task.as_ref().is_some_and(|t| t.kill_sent);
+        let min_healthy = (n as f64 * app.upgrade_strategy.minimum_health_capacity).ceil() as usize;
+        let mut max_capacity = (n as f64 * (1.0 + app.upgrade_strategy.maximum_over_capacity)).floor() as usize;
+        let mut h = running_goal.iter().filter(|i| healthy(i)).count();
+        if min_healthy == max_capacity && max_capacity <= h {
+            max_capacity += 1;
+        }
+        let fresh_healthy = fresh.iter().filter(|i| healthy(i)).count();
+        let mut old_left: Vec<&Arc<Instance>> = Vec::new();
+        // Unhealthy old instances go first: killing them costs no capacity.
+        for i in &old {
+            if !healthy(i) {
+                self.decommission(i, ops);
+            } else {
+                old_left.push(i);
+            }
+        }
+        let mut old_count = old_left.len();
+        // One old instance goes for every healthy one above the minimum; all go once the new
+        // version is complete.
+        for i in kill_order(&old_left, app.kill_selection) {
+            if fresh_healthy >= n || h > min_healthy {
+                self.decommission(i, ops);
+                h -= 1;
+                old_count -= 1;
+            }
+        }
+        // Decommissioned-but-alive instances still occupy capacity until they are gone.
+        let dying = self.state.instances_of(app_id).filter(|i| i.goal == Goal::Decommissioned && i.is_active()).count();
+        let occupied = old_count + fresh.len() + dying;
+        let start = n.saturating_sub(fresh.len()).min(max_capacity.saturating_sub(occupied));
+        for _ in 0..start {
+            self.new_instance(&app, now, ops);
+        }
+    }
+
+    /// Removes deployments whose apps have converged.
+    fn finish_deployments(&mut self, ops: &mut Vec<StoreOp>) {
+        let done: Vec<String> = self
+            .state
+            .deployments
+            .values()
+            .filter(|d| d.affected_apps.iter().all(|a| self.converged(a)))
+            .map(|d| d.id.clone())
+            .collect();
+        for id in done {
+            self.state.deployments.remove(&id);
+            ops.push(del(keys::DEPLOYMENT, &id));
+        }
+    }
+
+    fn converged(&self, app_id: &PathId) -> bool {
+        let mut instances = self.state.instances_of(app_id);
+        match self.state.apps.get(app_id) {
+            None => instances.next().is_none(),
+            Some(app) => {
+                let mut running = 0;
+                for i in instances {
+                    if i.goal != Goal::Running || i.config_version < app.version_info.last_config_change_at || !i.is_running() {
+                        return false;
+                    }
+                    running += 1;
+                }
+                running == app.instances as usize
+            }
+        }
+    }
+
+    fn flush(&mut self, ops: Vec<StoreOp>) {
+        if !ops.is_empty() {
+            self.effects.push_back(Effect::Persist(ops));
+        }
+        self.effects.extend(self.pending.drain(..));
+    }
+}
+
+/// Instances in the order they should be killed when scaling down (first = first to go).
+fn kill_order<'a>(instances: &[&'a Arc<Instance>], selection: crate::app::KillSelection) -> Vec<&'a Arc<Instance>> {
+    let mut v: Vec<&Arc<Instance>> = instances.to_vec();
+    let youngest_first = selection == crate::app::KillSelection::YoungestFirst;
+    v.sort_by(|a, b| {
+        let age = |i: &Instance| i.task.as_ref().map(|t| t.started_at.unwrap_or(t.staged_at)).unwrap_or(i.created_at);
+        a.kill_weight().cmp(&b.kill_weight()).then_with(|| {
+            let (x, y) = (age(a), age(b));
+            if youngest_first {
+                y.cmp(&x)
+            } else {
+                x.cmp(&y)
+            }
+        })
+    });
+    v
+}
+
+// -------------------------------------------------------------------------------------------
+// Offers, status updates, time
+
+impl Scheduler {
+    /// True when an instance is waiting to launch and its app is not backed off at `now`.
+    pub fn wants_offers(&self, now: Timestamp) -> bool {
+        self.launchable(now).next().is_some()
+    }
+
+    fn launchable(&self, now: Timestamp) -> impl Iterator<Item = (Arc<AppDefinition>, Arc<Instance>)> + '_ {
+        self.launch_queue.iter().filter_map(move |iid| {
+            let inst = self.state.instances.get(iid)?;
+            let app = self.state.apps.get(&inst.app_id)?;
+            if self.state.delay_of(app, now).is_some() || inst.config_version < app.version_info.last_config_change_at {
+                return None;
+            }
+            Some((app.clone(), inst.clone()))
+        })
+    }
+
+    /// The next moment something changes without an input: a backoff delay running out.
+    pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        self.launch_queue
+            .iter()
+            .filter_map(|iid| self.state.instances.get(iid))
+            .filter_map(|i| self.state.apps.get(&i.app_id))
+            .filter_map(|app| self.state.delay_of(app, now).map(|d| d.deadline))
+            .min()
+    }
+
+    /// Places waiting instances on an offer, or declines it.
+    pub fn handle_offer(&mut self, now: Timestamp, offer: Offer) {
+        let mut budget = crate::placement::OfferBudget::of(&offer);
+        let mut ops = Vec::new();
+        let mut launches = Vec::new();
+        let mut rejected_apps: BTreeSet<PathId> = BTreeSet::new();
+        let candidates: Vec<(Arc<AppDefinition>, Arc<Instance>)> = self.launchable(now).collect();
+        for (app, inst) in candidates {
+            if launches.len() >= self.config.max_instances_per_offer {
+                break;
+            }
+            if rejected_apps.contains(&app.id) {
+                continue;
+            }
+            let stats = self.offer_stats.entry(app.id.clone()).or_default();
+            stats.processed += 1;
+            match match_offer(&app, &mut budget) {
+                Ok(host_ports) => {
+                    let spec = self.start_task(now, &app, &inst, &offer, host_ports, &mut ops);
+                    launches.push(spec);
+                }
+                Err(reason) => {
+                    let stats = self.offer_stats.entry(app.id.clone()).or_default();
+                    stats.unused += 1;
+                    stats.last_reasons = vec![reason];
+                    rejected_apps.insert(app.id.clone());
+                }
+            }
+        }
+        self.flush(ops);
+        if launches.is_empty() {
+            self.effects.push_back(Effect::Decline { offer: offer.id, refuse: self.config.decline_offer_duration });
+        } else {
+            self.effects.push_back(Effect::Launch { offer: offer.id, tasks: launches });
+        }
+    }
+
+    fn start_task(&mut self, now: Timestamp, app: &AppDefinition, inst: &Instance, offer: &Offer, host_ports: Vec<u32>, ops: &mut Vec<StoreOp>) -> LaunchSpec {
+        let mut i = inst.clone();
+        i.incarnation += 1;
+        let task_id = TaskId::new(&i.id, i.incarnation);
+        i.run_spec_version = app.version;
+        i.agent = Some(AgentInfo { agent_id: offer.agent_id.clone(), host: offer.hostname.clone(), region: offer.region.clone(), zone: offer.zone.clone() });
+        i.task = Some(Task {
+            task_id: task_id.clone(),
+            state: TaskState::Staging,
+            staged_at: now,
+            started_at: None,
+            since: now,
+            host_ports: host_ports.clone(),
+            message: None,
+            kill_sent: false,
+        });
+        let spec = build_launch(app, &task_id, &i.id, offer, host_ports, self.config.env_vars_prefix.as_deref());
+        self.store_instance(i, ops);
+        spec
+    }
+
+    /// A task changed state on its agent.
+    pub fn handle_status(&mut self, now: Timestamp, mut status: TaskStatus) {
+        // Marathon never reports TASK_LOST; Pacer treats it as gone.
+        if status.state == TaskState::Lost {
+            status.state = TaskState::Gone;
+        }
+        let mut ops = Vec::new();
+        let inst = status.task_id.instance_id().and_then(|iid| self.state.instances.get(&iid).cloned());
+        let current = inst.as_ref().filter(|i| i.task.as_ref().is_some_and(|t| t.task_id == status.task_id));
+        let Some(inst) = current.cloned() else {
+            // A task Pacer does not know (or an older incarnation): it must not keep running.
+            if !status.state.is_terminal() {
+                self.effects.push_back(Effect::Kill(KillRequest { task_id: status.task_id, agent_id: status.agent_id, grace: None }));
+            }
+            return;
+        };
+        let mut i = (*inst).clone();
+        let task = i.task.as_mut().expect("matched above");
+        if task.state == status.state && task.message == status.message {
+            return;
+        }
+        if task.state.is_terminal() {
+            // Terminal is final; a late update (e.g. a re-sent status) changes nothing.
+            return;
+        }
+        task.state = status.state;
+        task.since = now;
+        task.message = status.message.clone();
+        if status.state == TaskState::Running && task.started_at.is_none() {
+            task.started_at = Some(now);
+        }
+        let task_id = task.task_id.clone();
+        if status.state.is_terminal() {
+            if let Some(app) = self.state.apps.get(&i.app_id).cloned() {
+                if is_failure(status.state) {
+                    let failure = TaskFailure {
+                        app_id: i.app_id.clone(),
+                        host: i.agent.as_ref().map(|a| a.host.clone()).unwrap_or_default(),
+                        message: status.message.clone().unwrap_or_default(),
+                        state: status.state,
+                        task_id: task_id.clone(),
+                        timestamp: now,
+                        version: i.run_spec_version,
+                        slave_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
+                    };
+                    ops.push(put(keys::TASK_FAILURE, i.app_id.as_str(), &failure));
+                    self.state.task_failures.insert(i.app_id.clone(), Arc::new(failure));
+                }
+                if adds_backoff(status.state) && i.goal == Goal::Running {
+                    self.back_off(&app, now);
+                }
+            }
+            if i.goal != Goal::Running {
+                self.expunge(&i, &mut ops);
+            } else {
+                self.store_instance(i.clone(), &mut ops);
+            }
+        } else {
+            self.store_instance(i.clone(), &mut ops);
+        }
+        self.converge(&i.app_id, now, &mut ops);
+        self.finish_deployments(&mut ops);
+        self.flush(ops);
+    }
+
+    /// Marathon's RateLimiter: the n-th consecutive failure of a config waits
+    /// `min(backoff × factor^(n-1), maxLaunchDelay)`.
+    fn back_off(&mut self, app: &AppDefinition, now: Timestamp) {
+        let max = Duration::from_secs(app.max_launch_delay_seconds);
+        let config = app.version_info.last_config_change_at;
+        let prev = self.state.delays.get(&app.id).filter(|d| d.config_version == config);
+        // A config that ran without failing for longer than the maximum delay starts over.
+        let prev = prev.filter(|d| now < d.deadline.plus(max));
+        let delay = match prev {
+            None => Duration::from_secs(app.backoff_seconds).min(max),
+            Some(d) => d.delay.mul_f64(app.backoff_factor).min(max),
+        };
+        self.state.delays.insert(app.id.clone(), Delay { config_version: config, delay, deadline: now.plus(delay) });
+    }
+}
+
+/// Builds the task for one instance: command, container and the environment of Marathon §14.5.
+pub fn build_launch(app: &AppDefinition, task_id: &TaskId, instance_id: &InstanceId, offer: &Offer, host_ports: Vec<u32>, prefix: Option<&str>) -> LaunchSpec {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &app.env {
+        if let EnvValue::Plain(s) = v {
+            env.insert(k.clone(), s.clone());
+        }
+    }
+    let p = prefix.unwrap_or("");
+    let host_networking = app.is_host_networking();
+    // (effective port, requested port, name) per declared port.
+    let mut ports: Vec<(u32, i64, Option<String>)> = Vec::new();
+    if host_networking {
+        for (i, d) in app.port_definitions.iter().flatten().enumerate() {
+            ports.push((host_ports.get(i).copied().unwrap_or(0), d.port, d.name.clone()));
+        }
+    } else {
+        let mut hp = host_ports.iter();
+        let bridge = app.networks.iter().any(|n| n.mode == NetworkMode::ContainerBridge);
+        for m in app.port_mappings() {
+            let host = if m.host_port.is_some() || bridge { hp.next().copied() } else { None };
+            ports.push((host.unwrap_or(m.container_port as u32), m.container_port, m.name.clone()));
+        }
+    }
+    for (i, (port, requested, name)) in ports.iter().enumerate() {
+        env.insert(format!("{p}PORT{i}"), port.to_string());
+        if *requested != 0 {
+            env.insert(format!("{p}PORT_{requested}"), port.to_string());
+        }
+        if let Some(n) = name {
+            env.insert(format!("{p}PORT_{}", n.to_ascii_uppercase().replace('-', "_")), port.to_string());
+        }
+    }
+    if let Some((first, _, _)) = ports.first() {
+        env.insert(format!("{p}PORT"), first.to_string());
+        env.insert(format!("{p}PORTS"), ports.iter().map(|(x, _, _)| x.to_string()).collect::<Vec<_>>().join(","));
+    }
+    env.insert(format!("{p}HOST"), offer.hostname.clone());
+    env.insert("MESOS_TASK_ID".into(), task_id.to_string());
+    env.insert("MARATHON_APP_ID".into(), app.id.to_string());
+    env.insert("MARATHON_APP_VERSION".into(), app.version.to_string());
+    if let Some(img) = app.docker_image() {
+        env.insert("MARATHON_APP_DOCKER_IMAGE".into(), img.to_string());
+    }
+    env.insert("MARATHON_APP_RESOURCE_CPUS".into(), num(app.cpus));
+    env.insert("MARATHON_APP_RESOURCE_MEM".into(), num(app.mem));
+    env.insert("MARATHON_APP_RESOURCE_DISK".into(), num(app.disk));
+    env.insert("MARATHON_APP_RESOURCE_GPUS".into(), app.gpus.to_string());
+    let sanitize = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect::<String>();
+    let mut label_names = Vec::new();
+    for (k, v) in &app.labels {
+        if k.len() > 512 || v.len() > 512 {
+            continue;
+        }
+        let name = sanitize(k).to_ascii_uppercase();
+        env.insert(format!("MARATHON_APP_LABEL_{name}"), v.clone());
+        label_names.push(name);
+    }
+    env.insert("MARATHON_APP_LABELS".into(), label_names.join(" "));
+
+    let command = match (&app.cmd, app.args.is_empty()) {
+        (Some(c), _) => CommandSpec::Shell(c.clone()),
+        (None, false) => CommandSpec::Args(app.args.clone()),
+        (None, true) => CommandSpec::ImageDefault,
+    };
+    let docker = app.container.as_ref().filter(|c| c.kind == crate::app::ContainerType::Docker).and_then(|c| {
+        let d = c.docker.as_ref()?;
+        let network = match app.networks.first().map(|n| (n.mode, n.name.clone())) {
+            Some((NetworkMode::ContainerBridge, _)) => NetworkSpec::Bridge,
+            Some((NetworkMode::Container, name)) => NetworkSpec::Container(name),
+            _ => NetworkSpec::Host,
+        };
+        let mut hp = host_ports.iter();
+        let bridge = network == NetworkSpec::Bridge;
+        let port_mappings = c
+            .port_mappings
+            .iter()
+            .flatten()
+            .map(|m| PortMappingSpec {
+                container_port: m.container_port as u32,
+                host_port: if m.host_port.is_some() || bridge { hp.next().copied() } else { None },
+                protocol: m.protocol.clone(),
+            })
+            .collect();
+        let volumes = c
+            .volumes
+            .iter()
+            .filter_map(|v| {
+                Some(VolumeSpec {
+                    container_path: v.get("containerPath")?.as_str()?.to_string(),
+                    host_path: v.get("hostPath")?.as_str()?.to_string(),
+                    read_only: v.get("mode").and_then(|m| m.as_str()) == Some("RO"),
+                })
+            })
+            .collect();
+        Some(DockerSpec {
+            image: d.image.clone(),
+            force_pull: d.force_pull_image,
+            privileged: d.privileged,
+            parameters: d.parameters.iter().map(|p| (p.key.clone(), p.value.clone())).collect(),
+            network,
+            port_mappings,
+            volumes,
+        })
+    });
+    LaunchSpec {
+        task_id: task_id.clone(),
+        instance_id: instance_id.clone(),
+        app_id: app.id.clone(),
+        offer_id: offer.id.clone(),
+        agent_id: offer.agent_id.clone(),
+        hostname: offer.hostname.clone(),
+        command,
+        user: app.user.clone(),
+        env,
+        cpus: app.cpus,
+        mem_mb: app.mem,
+        disk_mb: app.disk,
+        host_ports,
+        docker,
+        kill_grace: app.task_kill_grace_period_seconds.map(Duration::from_secs),
+        fetch: app.fetch.iter().map(|f| f.uri.clone()).collect(),
+    }
+}
