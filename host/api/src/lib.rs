@@ -1,0 +1,121 @@
+//! `pacer-api`: Marathon's REST API v2 over axum. Reads come from a snapshot of the core's state
+//! (never blocking the scheduler); changes go to the runtime as [`Request`]s and are answered
+//! only after they are durable.
+
+mod apps;
+mod error;
+mod misc;
+pub mod render;
+mod selector;
+
+pub use error::ApiError;
+
+use axum::http::{header, HeaderValue, Request as HttpRequest};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::Router;
+use pacer_core::machine::{Command, CommandError, Outcome};
+use pacer_core::state::State;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why a submitted command did not take effect.
+#[derive(Debug, Clone)]
+pub enum SubmitError {
+    Command(CommandError),
+    /// The change could not be made durable; nothing of it was applied.
+    Storage(String),
+    /// The scheduler loop is gone (shutting down).
+    Unavailable,
+}
+
+/// A command on its way to the runtime, with the channel for its answer.
+pub struct Request {
+    pub cmd: Command,
+    pub reply: oneshot::Sender<Result<Outcome, SubmitError>>,
+}
+
+/// Static facts for `/v2/info` and `/v2/leader`, assembled by the daemon.
+#[derive(Clone, Debug)]
+pub struct ServerInfo {
+    /// `host:port` this server is reachable at.
+    pub leader: String,
+    pub framework_id: Option<String>,
+    /// The `marathon_config` object (credentials already redacted).
+    pub marathon_config: serde_json::Value,
+    pub zookeeper_config: serde_json::Value,
+    pub http_config: serde_json::Value,
+    pub backend: &'static str,
+}
+
+/// The shared, read-mostly view the handlers use.
+pub struct ApiContext {
+    commands: mpsc::Sender<Request>,
+    snapshot: RwLock<Arc<State>>,
+    pub info: ServerInfo,
+    pub metrics: ApiMetrics,
+}
+
+#[derive(Default)]
+pub struct ApiMetrics {
+    pub requests: AtomicU64,
+    pub errors_4xx: AtomicU64,
+    pub errors_5xx: AtomicU64,
+}
+
+impl ApiContext {
+    pub fn new(commands: mpsc::Sender<Request>, info: ServerInfo) -> Arc<Self> {
+        Arc::new(ApiContext { commands, snapshot: RwLock::new(Arc::new(State::default())), info, metrics: ApiMetrics::default() })
+    }
+
+    /// Publishes a new snapshot; readers that already hold the old one keep it.
+    pub fn publish(&self, state: State) {
+        *self.snapshot.write().expect("snapshot lock poisoned") = Arc::new(state);
+    }
+
+    pub fn snapshot(&self) -> Arc<State> {
+        self.snapshot.read().expect("snapshot lock poisoned").clone()
+    }
+
+    pub async fn submit(&self, cmd: Command) -> Result<Outcome, SubmitError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Request { cmd, reply }).await.map_err(|_| SubmitError::Unavailable)?;
+        rx.await.map_err(|_| SubmitError::Unavailable)?
+    }
+}
+
+/// Request bodies larger than this get a 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+pub fn router(ctx: Arc<ApiContext>) -> Router {
+    Router::new()
+        .merge(apps::routes())
+        .merge(misc::routes())
+        .fallback(misc::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(ctx.clone(), common_headers))
+        .with_state(ctx)
+}
+
+/// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers.
+async fn common_headers(axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>, req: HttpRequest<axum::body::Body>, next: Next) -> Response {
+    ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let mut res = next.run(req).await;
+    let status = res.status();
+    if status.is_client_error() {
+        ctx.metrics.errors_4xx.fetch_add(1, Ordering::Relaxed);
+    } else if status.is_server_error() {
+        ctx.metrics.errors_5xx.fetch_add(1, Ordering::Relaxed);
+    }
+    let h = res.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    h.insert("X-Frame-Options", HeaderValue::from_static("DENY"));
+    h.insert("X-XSS-Protection", HeaderValue::from_static("1; mode=block"));
+    if let Ok(v) = HeaderValue::from_str(&format!("http://{}", ctx.info.leader)) {
+        h.insert("X-Marathon-Leader", v);
+    }
+    res
+}

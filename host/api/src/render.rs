@@ -1,0 +1,181 @@
+//! Marathon's JSON for apps (AppInfo) and tasks, computed from a state snapshot.
+
+use pacer_core::app::AppDefinition;
+use pacer_core::cluster::TaskState;
+use pacer_core::instance::Instance;
+use pacer_core::state::State;
+use pacer_core::time::Timestamp;
+use serde_json::{json, Map, Value};
+
+/// Which optional parts of AppInfo a request asked for (`embed=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Embed {
+    pub tasks: bool,
+    pub counts: bool,
+    pub deployments: bool,
+    pub readiness: bool,
+    pub last_task_failure: bool,
+    pub task_stats: bool,
+}
+
+impl Embed {
+    /// Parses `embed` values; `apps.`, `app.` and `group.apps.` prefixes are interchangeable and
+    /// unknown values are ignored, as in Marathon.
+    pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut e = Embed::default();
+        for v in values {
+            let v = v.strip_prefix("group.apps.").or_else(|| v.strip_prefix("apps.")).or_else(|| v.strip_prefix("app.")).unwrap_or(v);
+            match v {
+                "tasks" => {
+                    e.tasks = true;
+                    e.deployments = true;
+                }
+                "counts" => e.counts = true,
+                "deployments" => e.deployments = true,
+                "readiness" => e.readiness = true,
+                "lastTaskFailure" => e.last_task_failure = true,
+                "taskStats" => e.task_stats = true,
+                "failures" => {
+                    e.tasks = true;
+                    e.last_task_failure = true;
+                    e.deployments = true;
+                }
+                _ => {}
+            }
+        }
+        e
+    }
+}
+
+/// Counts as AppInfo reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub staged: usize,
+    pub running: usize,
+    pub healthy: usize,
+    pub unhealthy: usize,
+}
+
+fn count<'a>(instances: impl Iterator<Item = &'a Instance>) -> Counts {
+    let mut c = Counts::default();
+    for i in instances {
+        match i.state() {
+            Some(TaskState::Staging) => c.staged += 1,
+            Some(TaskState::Running) => c.running += 1,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// The task JSON of one instance's current task, or `None` if it has no live task.
+pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
+    let task = inst.task.as_ref().filter(|t| !t.state.is_terminal())?;
+    let app = state.apps.get(&inst.app_id);
+    let host = inst.agent.as_ref().map(|a| a.host.clone()).unwrap_or_default();
+    let mut m = Map::new();
+    m.insert("appId".into(), json!(inst.app_id));
+    m.insert("healthCheckResults".into(), json!([]));
+    m.insert("host".into(), json!(host));
+    m.insert("id".into(), json!(task.task_id));
+    let ips: Vec<Value> = host.parse::<std::net::IpAddr>().map(|ip| vec![json!({"ipAddress": ip.to_string(), "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" }})]).unwrap_or_default();
+    m.insert("ipAddresses".into(), json!(ips));
+    m.insert("ports".into(), json!(task.host_ports));
+    m.insert("servicePorts".into(), json!(app.map(|a| a.service_ports()).unwrap_or_default()));
+    if let Some(agent) = &inst.agent {
+        m.insert("slaveId".into(), json!(agent.agent_id));
+        if let Some(r) = &agent.region {
+            m.insert("region".into(), json!(r));
+        }
+        if let Some(z) = &agent.zone {
+            m.insert("zone".into(), json!(z));
+        }
+    }
+    m.insert("stagedAt".into(), json!(task.staged_at));
+    if let Some(s) = task.started_at {
+        m.insert("startedAt".into(), json!(s));
+    }
+    m.insert("state".into(), json!(task.state.mesos_name()));
+    m.insert("version".into(), json!(inst.run_spec_version));
+    m.insert("localVolumes".into(), json!([]));
+    m.insert("role".into(), json!(app.map(|a| a.role.as_str()).unwrap_or("*")));
+    Some(Value::Object(m))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn stats_bucket(instances: &[&Instance], now: Timestamp) -> Option<Value> {
+    if instances.is_empty() {
+        return None;
+    }
+    let c = count(instances.iter().copied());
+    let lifetimes: Vec<f64> = instances
+        .iter()
+        .filter_map(|i| i.task.as_ref().and_then(|t| t.started_at))
+        .map(|s| now.since(s).as_secs_f64())
+        .collect();
+    let mut stats = json!({"counts": {"staged": c.staged, "running": c.running, "healthy": c.healthy, "unhealthy": c.unhealthy}});
+    if !lifetimes.is_empty() {
+        let avg = lifetimes.iter().sum::<f64>() / lifetimes.len() as f64;
+        stats["lifeTime"] = json!({"averageSeconds": avg, "medianSeconds": median(lifetimes)});
+    }
+    Some(json!({"stats": stats}))
+}
+
+fn task_stats(app: &AppDefinition, live: &[&Instance], now: Timestamp) -> Value {
+    let mut m = Map::new();
+    let after_scaling: Vec<&Instance> = live.iter().copied().filter(|i| i.task.as_ref().is_some_and(|t| t.staged_at >= app.version_info.last_scaling_at)).collect();
+    let latest: Vec<&Instance> = live.iter().copied().filter(|i| i.config_version >= app.version_info.last_config_change_at).collect();
+    let outdated: Vec<&Instance> = live.iter().copied().filter(|i| i.config_version < app.version_info.last_config_change_at).collect();
+    for (k, v) in [("startedAfterLastScaling", after_scaling), ("withLatestConfig", latest), ("withOutdatedConfig", outdated), ("totalSummary", live.to_vec())] {
+        if let Some(b) = stats_bucket(&v, now) {
+            m.insert(k.into(), b);
+        }
+    }
+    Value::Object(m)
+}
+
+/// AppInfo: the app definition plus the parts `embed` asks for.
+pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp) -> Value {
+    let mut v = serde_json::to_value(app).expect("apps serialise");
+    let m = v.as_object_mut().expect("an app is an object");
+    let live: Vec<&Instance> = state.instances_of(&app.id).map(|i| i.as_ref()).filter(|i| i.is_active()).collect();
+    if embed.counts {
+        let c = count(live.iter().copied());
+        m.insert("tasksStaged".into(), json!(c.staged));
+        m.insert("tasksRunning".into(), json!(c.running));
+        m.insert("tasksHealthy".into(), json!(c.healthy));
+        m.insert("tasksUnhealthy".into(), json!(c.unhealthy));
+    }
+    if embed.deployments {
+        let deps: Vec<Value> = state.deployments_of(&app.id).map(|d| json!({"id": d.id})).collect();
+        m.insert("deployments".into(), json!(deps));
+    }
+    if embed.readiness {
+        m.insert("readinessCheckResults".into(), json!([]));
+    }
+    if embed.tasks {
+        let tasks: Vec<Value> = live.iter().filter_map(|i| task_json(state, i)).collect();
+        m.insert("tasks".into(), json!(tasks));
+    }
+    if embed.last_task_failure {
+        if let Some(f) = state.task_failures.get(&app.id) {
+            m.insert("lastTaskFailure".into(), json!(f.as_ref()));
+        }
+    }
+    if embed.task_stats {
+        let stats = task_stats(app, &live, now);
+        // 1.8+ renamed the key; the UI still reads the old one, so both are sent.
+        m.insert("taskStats".into(), stats.clone());
+        m.insert("tasksStats".into(), stats);
+    }
+    v
+}

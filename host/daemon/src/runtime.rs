@@ -1,0 +1,143 @@
+//! The runtime shell: one task owns the core and feeds it inputs — API commands, cluster events
+//! and timer firings — and executes the effects it returns, in order. Writes are made durable
+//! before anything that depends on them is done; API callers are answered only after that.
+
+use pacer_api::{ApiContext, Request, SubmitError};
+use pacer_core::cluster::{Cluster, ClusterEvent};
+use pacer_core::machine::{Effect, Scheduler};
+use pacer_core::time::Timestamp;
+use pacer_store::{Store, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{error, info, info_span, warn, Instrument};
+
+pub fn now() -> Timestamp {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    Timestamp::from_millis(ms)
+}
+
+pub struct Runtime {
+    pub core: Scheduler,
+    pub store: Arc<dyn Store>,
+    pub cluster: Arc<dyn Cluster>,
+    pub api: Arc<ApiContext>,
+}
+
+/// The core could not make a write durable outside a command: state in memory is ahead of the
+/// store, so the process must stop and recover from the store.
+#[derive(Debug, thiserror::Error)]
+#[error("storage failed while applying a scheduler change: {0}")]
+pub struct FatalStoreError(#[from] StoreError);
+
+impl Runtime {
+    /// Executes queued effects in order. Stops at the first failed write, leaving the rest queued.
+    fn execute(&mut self) -> Result<(), StoreError> {
+        while let Some(effect) = self.core.poll_effect() {
+            match effect {
+                Effect::Persist(ops) => {
+                    let store = self.store.clone();
+                    tokio::task::block_in_place(|| store.apply(&ops))?;
+                }
+                Effect::Launch { offer, tasks } => {
+                    for t in &tasks {
+                        info!(message = "Launching task.", task_id = %t.task_id, app_id = %t.app_id, host = %t.hostname, ports = ?t.host_ports);
+                    }
+                    self.cluster.launch(offer, tasks);
+                }
+                Effect::Decline { offer, refuse } => self.cluster.decline(offer, refuse),
+                Effect::Kill(k) => {
+                    info!(message = "Killing task.", task_id = %k.task_id);
+                    self.cluster.kill(k);
+                }
+                Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
+            }
+        }
+        Ok(())
+    }
+
+    fn publish(&self) {
+        self.api.publish(self.core.snapshot());
+    }
+
+    fn handle_command(&mut self, req: Request) {
+        let result = self.core.command(now(), req.cmd);
+        let reply = match result {
+            Err(e) => Err(SubmitError::Command(e)),
+            Ok(outcome) => match self.execute() {
+                Ok(()) => Ok(outcome),
+                Err(e) => {
+                    // The first effect of a command is its single write; nothing ran yet.
+                    warn!(message = "A change could not be stored; it was not applied.", error = %e);
+                    self.core.rollback();
+                    Err(SubmitError::Storage(e.to_string()))
+                }
+            },
+        };
+        self.publish();
+        let _ = req.reply.send(reply);
+    }
+
+    fn handle_event(&mut self, ev: ClusterEvent) -> Result<(), FatalStoreError> {
+        let now = now();
+        match ev {
+            ClusterEvent::Offer(o) => self.core.handle_offer(now, o),
+            ClusterEvent::Status(s) => {
+                info!(message = "Task status.", task_id = %s.task_id, state = s.state.mesos_name(), detail = s.message.as_deref().unwrap_or(""));
+                self.core.handle_status(now, s)
+            }
+            ClusterEvent::OfferRescinded(_) => {}
+        }
+        self.execute()?;
+        Ok(())
+    }
+
+    /// Runs until the command channel closes (shutdown) or a write fails outside a command.
+    pub async fn run(mut self, mut commands: mpsc::Receiver<Request>, mut events: mpsc::UnboundedReceiver<ClusterEvent>) -> Result<(), FatalStoreError> {
+        self.core.converge_all(now());
+        self.execute()?;
+        self.publish();
+        let mut wanted = None;
+        loop {
+            let t = now();
+            // Ask for offers only while something can launch; backoff deadlines wake us up.
+            let wants = self.core.wants_offers(t);
+            if wanted != Some(wants) || wants {
+                if wants {
+                    self.cluster.revive();
+                } else {
+                    self.cluster.suppress();
+                }
+                wanted = Some(wants);
+            }
+            let sleep = match self.core.next_deadline(t) {
+                Some(d) => Duration::from_millis(d.as_millis().saturating_sub(t.as_millis()).max(1)),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                req = commands.recv() => match req {
+                    Some(req) => self.handle_command(req),
+                    None => return Ok(()),
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => {
+                        self.handle_event(ev).instrument(info_span!("cluster_event")).into_inner()?;
+                        // Drain what else is waiting before publishing one snapshot.
+                        while let Ok(ev) = events.try_recv() {
+                            self.handle_event(ev)?;
+                        }
+                        self.publish();
+                    }
+                    None => {
+                        error!(message = "The cluster backend stopped.");
+                        return Ok(());
+                    }
+                },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}
