@@ -1,1 +1,10 @@
-fn main() {}
+//! Black-box tests: the real `pacer` binary, real processes, real HTTP.
+//! One test binary for all of them (build time is the bottleneck).
+
+mod harness;
+
+mod api_errors;
+mod docker;
+mod lifecycle;
+mod operations;
+mod recovery;

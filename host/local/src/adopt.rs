@@ -125,7 +125,11 @@ pub(crate) fn boot_id() -> Option<String> {
 }
 
 /// Is `pid` still the process the record describes, and not yet exited?
-pub(crate) fn is_same_live_process(record: &TaskRecord, pid: u32, current_boot: Option<&str>) -> bool {
+pub(crate) fn is_same_live_process(
+    record: &TaskRecord,
+    pid: u32,
+    current_boot: Option<&str>,
+) -> bool {
     if let (Some(then), Some(now)) = (record.boot_id.as_deref(), current_boot) {
         if then != now {
             return false;
@@ -148,7 +152,11 @@ pub(crate) fn is_same_live_process(record: &TaskRecord, pid: u32, current_boot: 
 pub(crate) fn find_by_sandbox(sandbox: &Path) -> Option<(u32, u64)> {
     let mut best: Option<(u32, u64)> = None;
     for entry in fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         match fs::read_link(format!("/proc/{pid}/cwd")) {
@@ -170,7 +178,8 @@ pub(crate) fn find_by_sandbox(sandbox: &Path) -> Option<(u32, u64)> {
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1; it reads
     // no memory of ours.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0u32) };
+    let fd =
+        unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::pid_t, 0u32) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -181,9 +190,16 @@ pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
 /// How often a process without a pidfd is checked.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
+/// How [`wait_gone`] noticed the exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Noticed {
+    Pidfd,
+    Polling,
+}
+
 /// Resolves once the (non-child) process has exited: through its pidfd when there is one,
 /// else by looking at `/proc` every 500 ms.
-pub(crate) async fn wait_gone(record: TaskRecord, pid: u32, pidfd: Option<OwnedFd>) {
+pub(crate) async fn wait_gone(record: TaskRecord, pid: u32, pidfd: Option<OwnedFd>) -> Noticed {
     if let Some(fd) = pidfd {
         // SAFETY: the AsyncFd takes ownership of the OwnedFd, which stays open and unchanged
         // until the AsyncFd is dropped.
@@ -192,8 +208,10 @@ pub(crate) async fn wait_gone(record: TaskRecord, pid: u32, pidfd: Option<OwnedF
         };
         match registered {
             Ok(afd) => match afd.readable().await {
-                Ok(_) => return,
-                Err(e) => tracing::warn!(pid, error = %e, "pidfd wait failed; polling /proc instead"),
+                Ok(_) => return Noticed::Pidfd,
+                Err(e) => {
+                    tracing::warn!(pid, error = %e, "pidfd wait failed; polling /proc instead")
+                }
             },
             Err(e) => tracing::warn!(pid, error = %e, "cannot watch pidfd; polling /proc instead"),
         }
@@ -202,6 +220,7 @@ pub(crate) async fn wait_gone(record: TaskRecord, pid: u32, pidfd: Option<OwnedF
     while is_same_live_process(&record, pid, boot.as_deref()) {
         tokio::time::sleep(POLL_EVERY).await;
     }
+    Noticed::Polling
 }
 
 #[cfg(test)]
@@ -212,15 +231,68 @@ mod tests {
     fn parses_stat_with_awkward_names() {
         let line = "1234 (we ird) na)me) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 200";
         let st = parse_stat(line).unwrap();
-        assert_eq!(st, ProcStat { state: 'S', pgrp: 1234, start_time: 987654 });
+        assert_eq!(
+            st,
+            ProcStat {
+                state: 'S',
+                pgrp: 1234,
+                start_time: 987654
+            }
+        );
         assert!(parse_stat("garbage").is_none());
+    }
+
+    #[tokio::test]
+    async fn pidfd_notices_exit() {
+        use pacer_core::cluster::{AgentId, CommandSpec, OfferId};
+        use pacer_core::id::{InstanceId, PathId};
+        let mut child = tokio::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        let app = PathId::resolve("/a", &PathId::root()).unwrap();
+        let inst = InstanceId::new(&app, "u");
+        let record = TaskRecord {
+            version: RECORD_VERSION,
+            spec: LaunchSpec {
+                task_id: TaskId::new(&inst, 1),
+                instance_id: inst,
+                app_id: app,
+                offer_id: OfferId("o".into()),
+                agent_id: AgentId("a".into()),
+                hostname: "h".into(),
+                command: CommandSpec::Shell("sleep 1000".into()),
+                user: None,
+                env: Default::default(),
+                cpus: 0.1,
+                mem_mb: 1.0,
+                disk_mb: 0.0,
+                host_ports: vec![],
+                docker: None,
+                kill_grace: None,
+                fetch: vec![],
+            },
+            sandbox: PathBuf::from("/nonexistent"),
+            pid: Some(pid),
+            start_time: proc_stat(pid).map(|s| s.start_time),
+            boot_id: boot_id(),
+            docker_name: None,
+        };
+        assert!(is_same_live_process(&record, pid, boot_id().as_deref()));
+        let fd = pidfd_open(pid).expect("pidfd_open works on this kernel");
+        let watch = tokio::spawn(wait_gone(record.clone(), pid, Some(fd)));
+        child.start_kill().unwrap();
+        assert_eq!(watch.await.unwrap(), Noticed::Pidfd);
+        let _ = child.wait().await;
+        assert!(!is_same_live_process(&record, pid, boot_id().as_deref()));
     }
 
     #[test]
     fn reads_own_stat() {
         let me = std::process::id();
         let st = proc_stat(me).unwrap();
-        assert_eq!(st.state, 'R');
+        assert!(!st.exited());
         assert!(st.start_time > 0);
     }
 }

@@ -32,7 +32,12 @@ impl Claim {
             cpus: spec.cpus.max(0.0),
             mem_mb: spec.mem_mb.max(0.0),
             disk_mb: spec.disk_mb.max(0.0),
-            ports: spec.host_ports.iter().copied().filter(|p| *p != 0).collect(),
+            ports: spec
+                .host_ports
+                .iter()
+                .copied()
+                .filter(|p| *p != 0)
+                .collect(),
         }
     }
 }
@@ -80,12 +85,16 @@ impl Ledger {
     }
 
     fn used_ports(&self) -> BTreeSet<u32> {
-        self.claims.values().flat_map(|c| c.ports.iter().copied()).collect()
+        self.claims
+            .values()
+            .flat_map(|c| c.ports.iter().copied())
+            .collect()
     }
 
     /// Total capacity minus every claim; never negative.
     pub fn free(&self) -> Capacity {
-        let (mut cpus, mut mem_mb, mut disk_mb) = (self.total.cpus, self.total.mem_mb, self.total.disk_mb);
+        let (mut cpus, mut mem_mb, mut disk_mb) =
+            (self.total.cpus, self.total.mem_mb, self.total.disk_mb);
         for c in self.claims.values() {
             cpus -= c.cpus;
             mem_mb -= c.mem_mb;
@@ -119,10 +128,16 @@ impl Ledger {
         let mut seen = BTreeSet::new();
         for &port in &need.ports {
             if !in_ranges(&self.total.ports, port) {
-                return Err(format!("Port {port} is not offered by agent {}", self.agent_id.0));
+                return Err(format!(
+                    "Port {port} is not offered by agent {}",
+                    self.agent_id.0
+                ));
             }
             if used.contains(&port) || !seen.insert(port) {
-                return Err(format!("Port {port} is already in use on agent {}", self.agent_id.0));
+                return Err(format!(
+                    "Port {port} is already in use on agent {}",
+                    self.agent_id.0
+                ));
             }
         }
         self.claims.insert(spec.task_id.clone(), need);
@@ -244,7 +259,12 @@ mod tests {
     }
 
     fn ledger() -> Ledger {
-        let total = Capacity { cpus: 2.0, mem_mb: 1024.0, disk_mb: 100.0, ports: vec![pr(100, 109)] };
+        let total = Capacity {
+            cpus: 2.0,
+            mem_mb: 1024.0,
+            disk_mb: 100.0,
+            ports: vec![pr(100, 109)],
+        };
         Ledger::new(AgentId("a".into()), "h".into(), BTreeMap::new(), total, "n")
     }
 
@@ -314,7 +334,9 @@ mod tests {
         assert_eq!(o.ports, vec![pr(100, 100), pr(102, 104), pr(106, 109)]);
         l.decline(&o.id).unwrap();
         l.release(&s.task_id);
-        let o = l.next_offer().expect("freed resources lift the decline filter");
+        let o = l
+            .next_offer()
+            .expect("freed resources lift the decline filter");
         assert_eq!(o.cpus, 2.0);
         assert_eq!(o.ports, vec![pr(100, 109)]);
     }
@@ -323,10 +345,22 @@ mod tests {
     fn rejects_overcommit_and_port_conflicts() {
         let mut l = ledger();
         l.reserve(&spec(1, 1.5, vec![100])).unwrap();
-        assert!(l.reserve(&spec(2, 1.0, vec![])).unwrap_err().contains("Insufficient cpus"));
-        assert!(l.reserve(&spec(3, 0.1, vec![100])).unwrap_err().contains("already in use"));
-        assert!(l.reserve(&spec(4, 0.1, vec![200])).unwrap_err().contains("not offered"));
-        assert!(l.reserve(&spec(5, 0.1, vec![102, 102])).unwrap_err().contains("already in use"));
+        assert!(l
+            .reserve(&spec(2, 1.0, vec![]))
+            .unwrap_err()
+            .contains("Insufficient cpus"));
+        assert!(l
+            .reserve(&spec(3, 0.1, vec![100]))
+            .unwrap_err()
+            .contains("already in use"));
+        assert!(l
+            .reserve(&spec(4, 0.1, vec![200]))
+            .unwrap_err()
+            .contains("not offered"));
+        assert!(l
+            .reserve(&spec(5, 0.1, vec![102, 102]))
+            .unwrap_err()
+            .contains("already in use"));
         l.reserve(&spec(6, 0.5, vec![102])).unwrap();
         assert_eq!(l.free().cpus, 0.0);
     }

@@ -37,7 +37,10 @@ pub struct LocalConfig {
 }
 
 /// The port range offered when none is configured.
-pub const DEFAULT_PORTS: PortRange = PortRange { begin: 31000, end: 32000 };
+pub const DEFAULT_PORTS: PortRange = PortRange {
+    begin: 31000,
+    end: 32000,
+};
 
 impl LocalConfig {
     /// A configuration with every default filled in, keeping its state under `data_dir`.
@@ -80,7 +83,11 @@ impl LocalConfig {
                 return Err(format!("invalid port range {}-{}", r.begin, r.end));
             }
         }
-        for (name, v) in [("cpus", self.cpus), ("mem_mb", self.mem_mb), ("disk_mb", self.disk_mb)] {
+        for (name, v) in [
+            ("cpus", self.cpus),
+            ("mem_mb", self.mem_mb),
+            ("disk_mb", self.disk_mb),
+        ] {
             if let Some(v) = v {
                 if !v.is_finite() || v < 0.0 {
                     return Err(format!("{name} must be a non-negative number, not {v}"));
@@ -164,7 +171,11 @@ pub(crate) fn measure(config: &LocalConfig, data_dir: &Path) -> Result<Measured,
             (bytes / (1024.0 * 1024.0)).floor()
         }
     };
-    Ok(Measured { cpus, mem_mb, disk_mb })
+    Ok(Measured {
+        cpus,
+        mem_mb,
+        disk_mb,
+    })
 }
 
 /// `MemTotal` of a `/proc/meminfo` text, in MB.

@@ -22,7 +22,13 @@ pub(crate) fn container_name(task: &TaskId) -> String {
     let mut name: String = task
         .as_str()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         name.insert_str(0, "pacer-");
@@ -31,7 +37,12 @@ pub(crate) fn container_name(task: &TaskId) -> String {
 }
 
 /// The arguments after the `docker` binary for running `spec` in a container named `name`.
-pub(crate) fn run_args(spec: &LaunchSpec, docker: &DockerSpec, name: &str, sandbox: &Path) -> Vec<String> {
+pub(crate) fn run_args(
+    spec: &LaunchSpec,
+    docker: &DockerSpec,
+    name: &str,
+    sandbox: &Path,
+) -> Vec<String> {
     let mut a: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), name.into()];
     if docker.network != NetworkSpec::Host {
         for pm in &docker.port_mappings {
@@ -60,7 +71,11 @@ pub(crate) fn run_args(spec: &LaunchSpec, docker: &DockerSpec, name: &str, sandb
     for v in &docker.volumes {
         // Relative host paths live in the sandbox, as Mesos resolves them.
         let host = Path::new(&v.host_path);
-        let host = if host.is_absolute() { host.to_path_buf() } else { sandbox.join(host) };
+        let host = if host.is_absolute() {
+            host.to_path_buf()
+        } else {
+            sandbox.join(host)
+        };
         a.push("-v".into());
         let ro = if v.read_only { ":ro" } else { "" };
         a.push(format!("{}:{}{ro}", host.display(), v.container_path));
@@ -72,7 +87,11 @@ pub(crate) fn run_args(spec: &LaunchSpec, docker: &DockerSpec, name: &str, sandb
         NetworkSpec::Container(None) => {}
     }
     for (k, v) in &docker.parameters {
-        a.push(if k.starts_with('-') { k.clone() } else { format!("--{k}") });
+        a.push(if k.starts_with('-') {
+            k.clone()
+        } else {
+            format!("--{k}")
+        });
         a.push(v.clone());
     }
     a.push("--label".into());
@@ -113,7 +132,10 @@ pub(crate) struct DockerProbe {
 
 impl DockerProbe {
     pub fn new(bin: PathBuf) -> Self {
-        DockerProbe { bin, last: tokio::sync::Mutex::new(None) }
+        DockerProbe {
+            bin,
+            last: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// `Ok` if the engine answered recently; else why not (the first line of the CLI's error).
@@ -141,7 +163,12 @@ impl DockerProbe {
             .kill_on_drop(true)
             .output();
         let out = match tokio::time::timeout(PROBE_TIMEOUT, run).await {
-            Err(_) => return Err(format!("`{} info` did not answer within {PROBE_TIMEOUT:?}", self.bin.display())),
+            Err(_) => {
+                return Err(format!(
+                    "`{} info` did not answer within {PROBE_TIMEOUT:?}",
+                    self.bin.display()
+                ))
+            }
             Ok(Err(e)) => return Err(format!("cannot run {}: {e}", self.bin.display())),
             Ok(Ok(out)) => out,
         };
@@ -151,7 +178,11 @@ impl DockerProbe {
         let stderr = String::from_utf8_lossy(&out.stderr);
         match stderr.lines().map(str::trim).find(|l| !l.is_empty()) {
             Some(line) => Err(line.to_string()),
-            None => Err(format!("`{} info` failed ({})", self.bin.display(), out.status)),
+            None => Err(format!(
+                "`{} info` failed ({})",
+                self.bin.display(),
+                out.status
+            )),
         }
     }
 }
@@ -159,13 +190,22 @@ impl DockerProbe {
 /// `docker stop -t <grace> <name>` in the background; the caller keeps its own SIGKILL deadline.
 pub(crate) fn stop(bin: &Path, name: &str, grace: Duration) {
     let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-    let args = vec!["stop".to_string(), "-t".into(), secs.to_string(), name.to_string()];
+    let args = vec![
+        "stop".to_string(),
+        "-t".into(),
+        secs.to_string(),
+        name.to_string(),
+    ];
     background(bin, args, grace + REMOVE_TIMEOUT);
 }
 
 /// `docker rm -f <name>` in the background, so that no container outlives its task.
 pub(crate) fn remove(bin: &Path, name: &str) {
-    background(bin, vec!["rm".into(), "-f".into(), name.to_string()], REMOVE_TIMEOUT);
+    background(
+        bin,
+        vec!["rm".into(), "-f".into(), name.to_string()],
+        REMOVE_TIMEOUT,
+    );
 }
 
 fn background(bin: &Path, args: Vec<String>, limit: Duration) {
@@ -187,7 +227,9 @@ fn background(bin: &Path, args: Vec<String>, limit: Duration) {
                     tracing::debug!(command = ?args, stderr = %err.trim(), "docker command failed");
                 }
             }
-            Ok(Err(e)) => tracing::warn!(docker = %bin.display(), command = ?args, error = %e, "cannot run docker"),
+            Ok(Err(e)) => {
+                tracing::warn!(docker = %bin.display(), command = ?args, error = %e, "cannot run docker")
+            }
             Err(_) => tracing::warn!(command = ?args, "docker command timed out"),
         }
     });
@@ -231,19 +273,38 @@ mod tests {
             parameters: vec![("memory-swap".into(), "64m".into())],
             network: NetworkSpec::Bridge,
             port_mappings: vec![
-                PortMappingSpec { container_port: 80, host_port: Some(31001), protocol: "tcp,udp".into() },
-                PortMappingSpec { container_port: 81, host_port: None, protocol: "tcp".into() },
+                PortMappingSpec {
+                    container_port: 80,
+                    host_port: Some(31001),
+                    protocol: "tcp,udp".into(),
+                },
+                PortMappingSpec {
+                    container_port: 81,
+                    host_port: None,
+                    protocol: "tcp".into(),
+                },
             ],
             volumes: vec![
-                VolumeSpec { container_path: "/data".into(), host_path: "/srv/data".into(), read_only: true },
-                VolumeSpec { container_path: "/cache".into(), host_path: "cache".into(), read_only: false },
+                VolumeSpec {
+                    container_path: "/data".into(),
+                    host_path: "/srv/data".into(),
+                    read_only: true,
+                },
+                VolumeSpec {
+                    container_path: "/cache".into(),
+                    host_path: "cache".into(),
+                    read_only: false,
+                },
             ],
         }
     }
 
     #[test]
     fn builds_a_full_run_command() {
-        let s = spec(CommandSpec::Shell("nginx -g 'daemon off;'".into()), docker());
+        let s = spec(
+            CommandSpec::Shell("nginx -g 'daemon off;'".into()),
+            docker(),
+        );
         let args = run_args(&s, s.docker.as_ref().unwrap(), "web.x", Path::new("/sb"));
         let line = args.join(" ");
         let expected = "run --rm --name web.x -p 31001:80/tcp -p 31001:80/udp -e PORT0=31001 \
@@ -251,7 +312,11 @@ mod tests {
             -v /srv/data:/data:ro -v /sb/cache:/cache --network bridge --memory-swap 64m \
             --label MESOS_TASK_ID=web.instance-u1._app.1 --entrypoint /bin/sh nginx:1 -c nginx -g 'daemon off;'";
         assert_eq!(line, expected);
-        assert_eq!(args.last().unwrap(), "nginx -g 'daemon off;'", "the shell command stays one argument");
+        assert_eq!(
+            args.last().unwrap(),
+            "nginx -g 'daemon off;'",
+            "the shell command stays one argument"
+        );
     }
 
     #[test]
@@ -260,13 +325,22 @@ mod tests {
         d.network = NetworkSpec::Host;
         d.force_pull = false;
         d.privileged = false;
-        let s = spec(CommandSpec::Args(vec!["serve".into(), "--port=1".into()]), d.clone());
+        let s = spec(
+            CommandSpec::Args(vec!["serve".into(), "--port=1".into()]),
+            d.clone(),
+        );
         let args = run_args(&s, &d, "n", Path::new("/sb"));
-        assert!(!args.contains(&"-p".to_string()), "no port publishing on the host network");
+        assert!(
+            !args.contains(&"-p".to_string()),
+            "no port publishing on the host network"
+        );
         assert!(!args.contains(&"--entrypoint".to_string()));
         assert_eq!(args[args.len() - 3..], ["nginx:1", "serve", "--port=1"]);
         let s = spec(CommandSpec::ImageDefault, d.clone());
-        assert_eq!(run_args(&s, &d, "n", Path::new("/sb")).last().unwrap(), "nginx:1");
+        assert_eq!(
+            run_args(&s, &d, "n", Path::new("/sb")).last().unwrap(),
+            "nginx:1"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ use docker::DockerProbe;
 use pacer_core::cluster::{AgentId, Cluster, ClusterEventSink, KillRequest, LaunchSpec, OfferId};
 use pacer_core::id::TaskId;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use supervisor::{Msg, Supervisor};
@@ -50,6 +51,7 @@ pub enum LocalError {
 pub struct LocalCluster {
     tx: mpsc::UnboundedSender<Msg>,
     actor: tokio::task::AbortHandle,
+    stopped: Arc<AtomicBool>,
     agent_id: AgentId,
     hostname: String,
     data_dir: PathBuf,
@@ -59,7 +61,10 @@ impl LocalCluster {
     /// Starts the agent: prepares `data_dir`, measures the machine, re-adopts the tasks of an
     /// earlier run, and begins serving calls. Must be called inside a tokio runtime (with IO and
     /// time enabled). No offer is sent until [`Cluster::revive`] is called.
-    pub fn start(config: LocalConfig, sink: ClusterEventSink) -> Result<Arc<LocalCluster>, LocalError> {
+    pub fn start(
+        config: LocalConfig,
+        sink: ClusterEventSink,
+    ) -> Result<Arc<LocalCluster>, LocalError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| LocalError::NoRuntime)?;
         config.validate().map_err(LocalError::Config)?;
 
@@ -110,7 +115,10 @@ impl LocalCluster {
         // Entering the runtime lets adoption spawn its watchers from here.
         let _enter = runtime.enter();
         supervisor.adopt(adopt::load_records(&settings.tasks_dir()));
-        let actor = runtime.spawn(supervisor.run(rx)).abort_handle();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let actor = runtime
+            .spawn(supervisor.run(rx, stopped.clone()))
+            .abort_handle();
         tracing::info!(
             agent_id = %agent_id.0,
             hostname = %config.hostname,
@@ -120,7 +128,14 @@ impl LocalCluster {
             disk_mb = measured.disk_mb,
             "local agent started"
         );
-        Ok(Arc::new(LocalCluster { tx, actor, agent_id, hostname: config.hostname, data_dir }))
+        Ok(Arc::new(LocalCluster {
+            tx,
+            actor,
+            stopped,
+            agent_id,
+            hostname: config.hostname,
+            data_dir,
+        }))
     }
 
     pub fn agent_id(&self) -> &AgentId {
@@ -138,7 +153,9 @@ impl LocalCluster {
 
     /// Where the sandbox of `task` is (or would be).
     pub fn sandbox_dir(&self, task: &TaskId) -> PathBuf {
-        self.data_dir.join("sandboxes").join(config::file_name_for(task))
+        self.data_dir
+            .join("sandboxes")
+            .join(config::file_name_for(task))
     }
 
     fn send(&self, msg: Msg) {
@@ -151,6 +168,7 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     /// Stops the agent; its tasks keep running and are re-adopted by the next start.
     fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
         self.actor.abort();
     }
 }

@@ -41,7 +41,11 @@ impl Exit {
     /// The terminal state and message for this exit. `killed`: a kill was requested, which makes
     /// any ending a TASK_KILLED, as with Mesos.
     pub fn outcome(&self, killed: bool, detail: Option<&str>) -> (TaskState, String) {
-        let fail_or_kill = if killed { TaskState::Killed } else { TaskState::Failed };
+        let fail_or_kill = if killed {
+            TaskState::Killed
+        } else {
+            TaskState::Failed
+        };
         let (state, mut message) = match self {
             Exit::Code(0) if !killed => (TaskState::Finished, "Command exited with status 0".to_string()),
             Exit::Code(c) => (fail_or_kill, format!("Command exited with status {c}")),
@@ -89,7 +93,9 @@ struct RunAs {
 
 /// Looks up `user`; `None` when the task simply runs as Pacer's user.
 fn resolve_user(user: Option<&str>) -> Result<Option<RunAs>, String> {
-    let Some(name) = user.filter(|u| !u.is_empty()) else { return Ok(None) };
+    let Some(name) = user.filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
     let me = nix::unistd::geteuid();
     let target = User::from_name(name)
         .map_err(|e| format!("Cannot look up user '{name}': {e}"))?
@@ -107,19 +113,29 @@ fn resolve_user(user: Option<&str>) -> Result<Option<RunAs>, String> {
             "Cannot run the task as user '{name}': Pacer runs as '{my_name}' and only root can switch users"
         ));
     }
-    Ok(Some(RunAs { name: target.name, uid: target.uid, gid: target.gid, home: target.dir }))
+    Ok(Some(RunAs {
+        name: target.name,
+        uid: target.uid,
+        gid: target.gid,
+        home: target.dir,
+    }))
 }
 
 /// The environment of a task run directly on the host: a cleared environment plus PATH, HOME
 /// and LANG from Pacer, the task's own variables, and MESOS_SANDBOX.
-fn host_env(spec: &LaunchSpec, sandbox: &Path, run_as: Option<&RunAs>) -> BTreeMap<String, OsString> {
+fn host_env(
+    spec: &LaunchSpec,
+    sandbox: &Path,
+    run_as: Option<&RunAs>,
+) -> BTreeMap<String, OsString> {
     let mut env = BTreeMap::new();
     for key in ["PATH", "HOME", "LANG"] {
         if let Some(v) = std::env::var_os(key) {
             env.insert(key.to_string(), v);
         }
     }
-    env.entry("PATH".to_string()).or_insert_with(|| FALLBACK_PATH.into());
+    env.entry("PATH".to_string())
+        .or_insert_with(|| FALLBACK_PATH.into());
     if let Some(u) = run_as {
         env.insert("HOME".into(), u.home.clone().into_os_string());
         env.insert("USER".into(), u.name.clone().into());
@@ -132,7 +148,11 @@ fn host_env(spec: &LaunchSpec, sandbox: &Path, run_as: Option<&RunAs>) -> BTreeM
     env
 }
 
-fn host_command(spec: &LaunchSpec, sandbox: &Path, run_as: Option<&RunAs>) -> Result<Command, String> {
+fn host_command(
+    spec: &LaunchSpec,
+    sandbox: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<Command, String> {
     let mut cmd = match &spec.command {
         CommandSpec::Shell(s) => {
             let mut c = Command::new("/bin/sh");
@@ -140,7 +160,9 @@ fn host_command(spec: &LaunchSpec, sandbox: &Path, run_as: Option<&RunAs>) -> Re
             c
         }
         CommandSpec::Args(args) => {
-            let (program, rest) = args.split_first().ok_or("The task's command has no arguments")?;
+            let (program, rest) = args
+                .split_first()
+                .ok_or("The task's command has no arguments")?;
             let mut c = Command::new(program);
             c.args(rest);
             c
@@ -157,7 +179,10 @@ fn host_command(spec: &LaunchSpec, sandbox: &Path, run_as: Option<&RunAs>) -> Re
 }
 
 fn docker_command(bin: &Path, spec: &LaunchSpec, sandbox: &Path, name: &str) -> Command {
-    let docker = spec.docker.as_ref().expect("docker_command is only called for Docker tasks");
+    let docker = spec
+        .docker
+        .as_ref()
+        .expect("docker_command is only called for Docker tasks");
     // The CLI keeps Pacer's environment (DOCKER_HOST, DOCKER_CONFIG, ...); the task's variables
     // go to the container through `-e`.
     let mut cmd = Command::new(bin);
@@ -196,9 +221,16 @@ pub(crate) struct Started {
 
 /// Prepares the sandbox, records the task durably, and spawns its process in a process group of
 /// its own. Errors are messages for a TASK_FAILED.
-pub(crate) async fn start(settings: &Settings, probe: &DockerProbe, spec: &LaunchSpec) -> Result<Started, String> {
+pub(crate) async fn start(
+    settings: &Settings,
+    probe: &DockerProbe,
+    spec: &LaunchSpec,
+) -> Result<Started, String> {
     let sandbox = settings.sandbox_of(&spec.task_id);
-    let docker_name = spec.docker.as_ref().map(|_| docker::container_name(&spec.task_id));
+    let docker_name = spec
+        .docker
+        .as_ref()
+        .map(|_| docker::container_name(&spec.task_id));
     if spec.docker.is_some() {
         probe
             .reachable()
@@ -230,8 +262,12 @@ pub(crate) async fn start(settings: &Settings, probe: &DockerProbe, spec: &Launc
         blocking(move || {
             // Recorded before the process exists, so a crash right after spawning leaves a trace
             // that leads back to the process (through its working directory).
-            adopt::write_record(&tasks_dir, &record)
-                .map_err(|e| format!("Could not write the task record in {}: {e}", tasks_dir.display()))?;
+            adopt::write_record(&tasks_dir, &record).map_err(|e| {
+                format!(
+                    "Could not write the task record in {}: {e}",
+                    tasks_dir.display()
+                )
+            })?;
             prepare_sandbox(&sandbox, owner)
                 .map_err(|e| format!("Could not prepare the sandbox {}: {e}", sandbox.display()))
         })
@@ -248,8 +284,12 @@ pub(crate) async fn start(settings: &Settings, probe: &DockerProbe, spec: &Launc
         .stderr(stderr)
         .process_group(0)
         .kill_on_drop(false);
-    let child = cmd.spawn().map_err(|e| format!("Failed to start the command: {e}"))?;
-    let pid = child.id().ok_or("The command exited before its pid was known")?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("Failed to start the command: {e}"))?;
+    let pid = child
+        .id()
+        .ok_or("The command exited before its pid was known")?;
 
     record.pid = Some(pid);
     let write = blocking(move || {
@@ -259,8 +299,12 @@ pub(crate) async fn start(settings: &Settings, probe: &DockerProbe, spec: &Launc
     .await;
     match write {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(task_id = %spec.task_id, pid, error = %e, "cannot record task pid; it cannot be re-adopted after a crash"),
-        Err(e) => tracing::warn!(task_id = %spec.task_id, pid, error = %e, "cannot record task pid"),
+        Ok(Err(e)) => {
+            tracing::warn!(task_id = %spec.task_id, pid, error = %e, "cannot record task pid; it cannot be re-adopted after a crash")
+        }
+        Err(e) => {
+            tracing::warn!(task_id = %spec.task_id, pid, error = %e, "cannot record task pid")
+        }
     }
     Ok(Started { child, pid })
 }
@@ -290,19 +334,31 @@ mod tests {
 
     #[test]
     fn describes_exits() {
-        assert_eq!(Exit::Code(0).outcome(false, None), (TaskState::Finished, "Command exited with status 0".into()));
-        assert_eq!(Exit::Code(3).outcome(false, None), (TaskState::Failed, "Command exited with status 3".into()));
+        assert_eq!(
+            Exit::Code(0).outcome(false, None),
+            (TaskState::Finished, "Command exited with status 0".into())
+        );
+        assert_eq!(
+            Exit::Code(3).outcome(false, None),
+            (TaskState::Failed, "Command exited with status 3".into())
+        );
         assert_eq!(Exit::Code(0).outcome(true, None).0, TaskState::Killed);
         assert_eq!(
             Exit::Signal(15).outcome(true, None),
-            (TaskState::Killed, "Command terminated with signal SIGTERM".into())
+            (
+                TaskState::Killed,
+                "Command terminated with signal SIGTERM".into()
+            )
         );
         assert_eq!(Exit::Signal(11).outcome(false, None).0, TaskState::Failed);
         assert_eq!(
             Exit::Code(125).outcome(false, Some("no such image")).1,
             "Command exited with status 125: no such image"
         );
-        assert!(Exit::Unknown.outcome(false, None).1.contains("exit status is unknown"));
+        assert!(Exit::Unknown
+            .outcome(false, None)
+            .1
+            .contains("exit status is unknown"));
     }
 
     #[test]
@@ -311,6 +367,9 @@ mod tests {
         let err = resolve_user(Some("no-such-user-pacer-test")).err().unwrap();
         assert!(err.contains("does not exist"), "{err}");
         let me = User::from_uid(nix::unistd::geteuid()).unwrap().unwrap();
-        assert!(resolve_user(Some(&me.name)).unwrap().is_none(), "same user: nothing to switch");
+        assert!(
+            resolve_user(Some(&me.name)).unwrap().is_none(),
+            "same user: nothing to switch"
+        );
     }
 }

@@ -13,6 +13,7 @@ use pacer_core::cluster::{
 };
 use pacer_core::id::TaskId;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
@@ -27,16 +28,36 @@ const DOCKER_STOP_MARGIN: Duration = Duration::from_secs(2);
 const RETAIN_ENDED: usize = 1000;
 
 pub(crate) enum Msg {
-    Launch { offer: OfferId, tasks: Vec<LaunchSpec> },
-    Decline { offer: OfferId, refuse: Duration },
+    Launch {
+        offer: OfferId,
+        tasks: Vec<LaunchSpec>,
+    },
+    Decline {
+        offer: OfferId,
+        refuse: Duration,
+    },
     Kill(KillRequest),
     Reconcile(Vec<TaskId>),
     Revive,
     Suppress,
-    Started { task: TaskId, run: u64, result: Result<u32, String> },
-    Exited { task: TaskId, run: u64, exit: Exit, detail: Option<String> },
-    RefuseElapsed { generation: u64 },
-    GraceElapsed { task: TaskId, run: u64 },
+    Started {
+        task: TaskId,
+        run: u64,
+        result: Result<u32, String>,
+    },
+    Exited {
+        task: TaskId,
+        run: u64,
+        exit: Exit,
+        detail: Option<String>,
+    },
+    RefuseElapsed {
+        generation: u64,
+    },
+    GraceElapsed {
+        task: TaskId,
+        run: u64,
+    },
 }
 
 struct Task {
@@ -87,8 +108,13 @@ impl Supervisor {
         }
     }
 
-    pub async fn run(mut self, mut rx: UnboundedReceiver<Msg>) {
+    /// Handles messages until `stopped` is set (checked before each one, so that nothing is
+    /// handled once the owner has gone, even before the abort of this task takes effect).
+    pub async fn run(mut self, mut rx: UnboundedReceiver<Msg>, stopped: Arc<AtomicBool>) {
         while let Some(msg) = rx.recv().await {
+            if stopped.load(Ordering::SeqCst) {
+                break;
+            }
             self.handle(msg);
         }
     }
@@ -105,7 +131,12 @@ impl Supervisor {
             }
             Msg::Suppress => self.ledger.suppress(),
             Msg::Started { task, run, result } => self.on_started(task, run, result),
-            Msg::Exited { task, run, exit, detail } => self.on_exited(task, run, exit, detail),
+            Msg::Exited {
+                task,
+                run,
+                exit,
+                detail,
+            } => self.on_exited(task, run, exit, detail),
             Msg::RefuseElapsed { generation } => {
                 self.ledger.refuse_elapsed(generation);
                 self.offer_if_due();
@@ -208,8 +239,14 @@ impl Supervisor {
                     }
                     let tx = self.tx.clone();
                     tokio::spawn(async move {
-                        adopt::wait_gone(record, pid, fd).await;
-                        let _ = tx.send(Msg::Exited { task: id, run, exit: Exit::Unknown, detail: None });
+                        let noticed = adopt::wait_gone(record, pid, fd).await;
+                        tracing::debug!(task_id = %id, pid, ?noticed, "re-adopted task exited");
+                        let _ = tx.send(Msg::Exited {
+                            task: id,
+                            run,
+                            exit: Exit::Unknown,
+                            detail: None,
+                        });
                     });
                 }
                 None => {
@@ -255,7 +292,11 @@ impl Supervisor {
         }
         for spec in specs {
             let id = spec.task_id.clone();
-            if self.tasks.get(&id).is_some_and(|t| !t.status.state.is_terminal()) {
+            if self
+                .tasks
+                .get(&id)
+                .is_some_and(|t| !t.status.state.is_terminal())
+            {
                 let message = format!("Task id {id} is already in use on this agent");
                 tracing::warn!(task_id = %id, "launch of a task id that is already running");
                 self.emit(self.status(&id, TaskState::Error, Some(message)));
@@ -277,6 +318,9 @@ impl Supervisor {
                 docker_image = spec.docker.as_ref().map(|d| d.image.as_str()),
                 "launching task"
             );
+            if !spec.fetch.is_empty() {
+                tracing::warn!(task_id = %id, uris = ?spec.fetch, "the local agent does not fetch URIs; starting without them");
+            }
             self.emit(status.clone());
             let docker_name = spec.docker.as_ref().map(|_| docker::container_name(&id));
             self.tasks.insert(
@@ -292,7 +336,8 @@ impl Supervisor {
                     unreported: false,
                 },
             );
-            let (settings, probe, tx) = (self.settings.clone(), self.probe.clone(), self.tx.clone());
+            let (settings, probe, tx) =
+                (self.settings.clone(), self.probe.clone(), self.tx.clone());
             tokio::spawn(launch_and_wait(settings, probe, tx, spec, run));
         }
         self.offer_if_due();
@@ -300,13 +345,19 @@ impl Supervisor {
 
     fn on_decline(&mut self, offer: OfferId, refuse: Duration) {
         match self.ledger.decline(&offer) {
-            Some(generation) => self.after(refuse.max(MIN_REFUSE), Msg::RefuseElapsed { generation }),
-            None => tracing::debug!(offer_id = %offer.0, "decline of an offer that is not outstanding"),
+            Some(generation) => {
+                self.after(refuse.max(MIN_REFUSE), Msg::RefuseElapsed { generation })
+            }
+            None => {
+                tracing::debug!(offer_id = %offer.0, "decline of an offer that is not outstanding")
+            }
         }
     }
 
     fn on_started(&mut self, id: TaskId, run: u64, result: Result<u32, String>) {
-        let Some(task) = self.tasks.get_mut(&id).filter(|t| t.run == run) else { return };
+        let Some(task) = self.tasks.get_mut(&id).filter(|t| t.run == run) else {
+            return;
+        };
         let killed = task.kill_grace.is_some();
         match result {
             Ok(pid) => {
@@ -324,7 +375,11 @@ impl Supervisor {
                 }
             }
             Err(why) => {
-                let state = if killed { TaskState::Killed } else { TaskState::Failed };
+                let state = if killed {
+                    TaskState::Killed
+                } else {
+                    TaskState::Failed
+                };
                 tracing::warn!(task_id = %id, reason = %why, "task failed to start");
                 self.finish(&id, state, why);
             }
@@ -378,8 +433,12 @@ impl Supervisor {
     /// Asks the task to stop (SIGTERM to its process group, or `docker stop`) and arms the
     /// SIGKILL deadline.
     fn terminate(&mut self, id: &TaskId) {
-        let Some(task) = self.tasks.get(id) else { return };
-        let (Some(pid), Some(grace)) = (task.pid, task.kill_grace) else { return };
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        let (Some(pid), Some(grace)) = (task.pid, task.kill_grace) else {
+            return;
+        };
         let run = task.run;
         let deadline = match &task.docker_name {
             Some(name) => {
@@ -394,12 +453,20 @@ impl Supervisor {
         if deadline.is_zero() {
             self.hard_kill(id);
         } else {
-            self.after(deadline, Msg::GraceElapsed { task: id.clone(), run });
+            self.after(
+                deadline,
+                Msg::GraceElapsed {
+                    task: id.clone(),
+                    run,
+                },
+            );
         }
     }
 
     fn hard_kill(&self, id: &TaskId) {
-        let Some(task) = self.tasks.get(id) else { return };
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
         let Some(pid) = task.pid else { return };
         process::signal_group(pid, Signal::SIGKILL);
         if let Some(name) = &task.docker_name {
@@ -408,7 +475,9 @@ impl Supervisor {
     }
 
     fn on_grace_elapsed(&mut self, id: TaskId, run: u64) {
-        let Some(task) = self.tasks.get(&id) else { return };
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
         if task.run != run || task.status.state.is_terminal() {
             return;
         }
@@ -417,7 +486,9 @@ impl Supervisor {
     }
 
     fn on_exited(&mut self, id: TaskId, run: u64, exit: Exit, detail: Option<String>) {
-        let Some(task) = self.tasks.get(&id) else { return };
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
         if task.run != run || task.status.state.is_terminal() {
             return;
         }
@@ -435,7 +506,9 @@ impl Supervisor {
     /// Records and reports a terminal state, frees the task's resources, and forgets its record.
     fn finish(&mut self, id: &TaskId, state: TaskState, message: String) {
         let status = self.status(id, state, Some(message.clone()));
-        let Some(task) = self.tasks.get_mut(id) else { return };
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
         task.status = status.clone();
         let (run, adopted) = (task.run, task.adopted);
         if state == TaskState::Failed {
@@ -464,7 +537,9 @@ impl Supervisor {
     fn retire(&mut self, id: TaskId, run: u64) {
         self.ended.push_back((id, run));
         while self.ended.len() > RETAIN_ENDED {
-            let Some((old, old_run)) = self.ended.pop_front() else { break };
+            let Some((old, old_run)) = self.ended.pop_front() else {
+                break;
+            };
             let drop = self
                 .tasks
                 .get(&old)
@@ -477,7 +552,9 @@ impl Supervisor {
 
     /// A dead-at-start task whose terminal status has now been sent: its record can go.
     fn mark_reported(&mut self, id: &TaskId) {
-        let Some(task) = self.tasks.get_mut(id) else { return };
+        let Some(task) = self.tasks.get_mut(id) else {
+            return;
+        };
         if !task.unreported {
             return;
         }
@@ -539,11 +616,19 @@ async fn launch_and_wait(
     let mut started = match process::start(&settings, &probe, &spec).await {
         Ok(s) => s,
         Err(why) => {
-            let _ = tx.send(Msg::Started { task, run, result: Err(why) });
+            let _ = tx.send(Msg::Started {
+                task,
+                run,
+                result: Err(why),
+            });
             return;
         }
     };
-    let _ = tx.send(Msg::Started { task: task.clone(), run, result: Ok(started.pid) });
+    let _ = tx.send(Msg::Started {
+        task: task.clone(),
+        run,
+        result: Ok(started.pid),
+    });
     // Reap the child even if the supervisor is gone, so it does not linger as a zombie.
     let exit = match started.child.wait().await {
         Ok(status) => Exit::of(status),
@@ -558,5 +643,10 @@ async fn launch_and_wait(
     } else {
         None
     };
-    let _ = tx.send(Msg::Exited { task, run, exit, detail });
+    let _ = tx.send(Msg::Exited {
+        task,
+        run,
+        exit,
+        detail,
+    });
 }

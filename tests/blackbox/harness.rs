@@ -1,0 +1,223 @@
+//! Starts the real `pacer` binary and talks to it over HTTP.
+
+use serde_json::Value;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Each Pacer in this test binary offers its own host port range so parallel tests never collide.
+static NEXT_RANGE: AtomicU32 = AtomicU32::new(0);
+
+pub struct Pacer {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub agent_ports: (u32, u32),
+    log: PathBuf,
+    extra: Vec<String>,
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Polls `f` until it returns `Some`, failing the test with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Pacer {
+    pub fn start(extra: &[&str]) -> Pacer {
+        let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
+        let begin = 40000 + n * 200;
+        let mut p = Pacer {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: 0,
+            agent_ports: (begin, begin + 199),
+            log: PathBuf::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        p.spawn();
+        p
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)starts the process on the same data directory.
+    pub fn spawn(&mut self) {
+        let n = fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        self.log = self.dir.path().join(format!("pacer-{n}.log"));
+        let log = fs::File::create(&self.log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacer"));
+        cmd.arg("--data_dir")
+            .arg(self.data_dir())
+            .args(["--http_port", "0", "--hostname", "127.0.0.1", "--local_agent_kill_grace", "1000"])
+            .arg("--local_agent_ports")
+            .arg(format!("{}-{}", self.agent_ports.0, self.agent_ports.1))
+            .args(&self.extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("start pacer"));
+        let log_path = self.log.clone();
+        self.port = wait_for("pacer to listen", Duration::from_secs(30), || {
+            let text = fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("pacer exited with {status} before listening:\n{text}");
+                }
+            }
+            text.lines().find_map(|l| l.strip_prefix("pacer: listening on http://")).and_then(|a| a.rsplit(':').next()?.trim().parse().ok())
+        });
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        c.wait().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let req = agent.request(method, &self.url(path)).set("Content-Type", "application/json");
+        let result = match body {
+            Some(b) => req.send_string(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let headers = resp.headers_names().into_iter().map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string())).collect();
+        let mut text = String::new();
+        resp.into_reader().read_to_string(&mut text).unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        self.call("GET", path, None)
+    }
+    pub fn post(&self, path: &str, body: &str) -> Resp {
+        self.call("POST", path, Some(body))
+    }
+    pub fn put(&self, path: &str, body: &str) -> Resp {
+        self.call("PUT", path, Some(body))
+    }
+    pub fn delete(&self, path: &str) -> Resp {
+        self.call("DELETE", path, None)
+    }
+
+    pub fn app(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v2/apps{id}"));
+        assert_eq!(r.status, 200, "GET app {id}: {}", r.text);
+        r.body["app"].clone()
+    }
+
+    /// Waits until the app has exactly `n` tasks, all TASK_RUNNING, and no deployment; returns them.
+    pub fn wait_running(&self, id: &str, n: usize) -> Vec<Value> {
+        wait_for(&format!("{n} running tasks of {id}"), Duration::from_secs(60), || {
+            let app = self.app(id);
+            let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
+            let ok = tasks.len() == n
+                && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
+                && app["tasksRunning"] == n
+                && app["deployments"].as_array().is_some_and(|d| d.is_empty());
+            ok.then_some(tasks)
+        })
+    }
+
+    /// The sandbox directory of a task.
+    pub fn sandbox(&self, task_id: &str) -> PathBuf {
+        let root = self.data_dir().join("sandboxes");
+        fs::read_dir(&root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().contains(task_id))
+            .unwrap_or_else(|| panic!("no sandbox for {task_id} under {}", root.display()))
+    }
+
+    /// The pid of a task's process, from the local agent's record.
+    pub fn pid_of(&self, task_id: &str) -> i32 {
+        let dir = self.data_dir().join("local").join("tasks");
+        wait_for(&format!("pid of {task_id}"), Duration::from_secs(20), || {
+            let rec = fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().contains(task_id) && p.extension().is_some_and(|x| x == "json"))?;
+            let v: Value = serde_json::from_slice(&fs::read(rec).ok()?).ok()?;
+            v["pid"].as_i64().map(|p| p as i32)
+        })
+    }
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie counts as dead: it has exited and waits only to be reaped.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+impl Drop for Pacer {
+    fn drop(&mut self) {
+        self.kill9();
+        // Tasks outlive Pacer by design; the test must not leave them behind.
+        let dir = self.data_dir().join("local").join("tasks");
+        for rec in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&fs::read(rec.path()).unwrap_or_default()) {
+                if let Some(pid) = v["pid"].as_i64() {
+                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                }
+                if let Some(name) = v["docker_name"].as_str() {
+                    let _ = Command::new("docker").args(["rm", "-f", name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                }
+            }
+        }
+    }
+}
+
+pub fn example(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/apps").join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
