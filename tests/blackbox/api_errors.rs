@@ -12,23 +12,35 @@ fn bad_input_gets_marathons_errors() {
 
     let r = p.post("/v2/apps", r#"{"id": "/x", "cmd": "a", "cpus": "many"}"#);
     assert_eq!(r.status, 422);
-    assert_eq!(r.body, json!({"message": "Invalid JSON", "details": [{"path": "/cpus", "errors": ["error.expected.jsnumber"]}]}));
+    assert_eq!(
+        r.body,
+        json!({"message": "Invalid JSON", "details": [{"path": "/cpus", "errors": ["error.expected.jsnumber"]}]})
+    );
 
-    let r = p.post("/v2/apps", r#"{"id": "/x", "cmd": "a", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}"#);
+    let r = p.post(
+        "/v2/apps",
+        r#"{"id": "/x", "cmd": "a", "upgradeStrategy": {"minimumHealthCapacity": 1.5}}"#,
+    );
     assert_eq!(r.status, 422);
     assert_eq!(
         r.body,
         json!({"message": "Object is not valid", "details": [{"path": "/upgradeStrategy/minimumHealthCapacity", "errors": ["is greater than 1"]}]})
     );
 
-    let r = p.post("/v2/apps", r#"{"id": "/x", "cmd": "a", "portDefinitions": [{"port": 1}, {"port": 99999}]}"#);
+    let r = p.post(
+        "/v2/apps",
+        r#"{"id": "/x", "cmd": "a", "portDefinitions": [{"port": 1}, {"port": 99999}]}"#,
+    );
     assert_eq!(r.status, 422);
     assert_eq!(r.body["details"][0]["path"], "/portDefinitions(1)/port");
 
     let r = p.post("/v2/apps", r#"{"id": "/x"}"#);
     assert_eq!(r.status, 422);
     assert_eq!(r.body["details"][0]["path"], "/");
-    assert_eq!(r.body["details"][0]["errors"][0], "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'.");
+    assert_eq!(
+        r.body["details"][0]["errors"][0],
+        "AppDefinition must either contain one of 'cmd' or 'args', and/or a 'container'."
+    );
 
     let r = p.post("/v2/apps", r#"{"id": "/Bad_Id", "cmd": "a"}"#);
     assert_eq!(r.status, 422);
@@ -44,24 +56,43 @@ fn bad_input_gets_marathons_errors() {
     assert_eq!(p.post("/v2/apps", &ok.to_string()).status, 201);
     let r = p.post("/v2/apps", &ok.to_string());
     assert_eq!(r.status, 409);
-    assert_eq!(r.body, json!({"message": "An app with id [/dup] already exists."}));
+    assert_eq!(
+        r.body,
+        json!({"message": "An app with id [/dup] already exists."})
+    );
 
     let r = p.get("/v2/apps/nope");
     assert_eq!(r.status, 404);
     assert_eq!(r.body, json!({"message": "App '/nope' does not exist"}));
-    assert_eq!(p.call("PATCH", "/v2/apps/nope", Some(r#"{"instances": 1}"#)).status, 404);
-    assert_eq!(p.get("/v2/apps/dup/versions/2015-01-01T00:00:00.000Z").body, json!({"message": "App '/dup' does not exist in version 2015-01-01T00:00:00.000Z"}));
+    assert_eq!(
+        p.call("PATCH", "/v2/apps/nope", Some(r#"{"instances": 1}"#))
+            .status,
+        404
+    );
+    assert_eq!(
+        p.get("/v2/apps/dup/versions/2015-01-01T00:00:00.000Z").body,
+        json!({"message": "App '/dup' does not exist in version 2015-01-01T00:00:00.000Z"})
+    );
 
     let r = p.delete("/v2/apps/dup/tasks?scale=true&wipe=true");
     assert_eq!(r.status, 400);
-    assert_eq!(r.body["message"], "You cannot use scale and wipe at the same time.");
+    assert_eq!(
+        r.body["message"],
+        "You cannot use scale and wipe at the same time."
+    );
 
     let r = p.delete("/v2/apps/dup/tasks/dup.instance-00000000-0000-1000-8000-000000000000._app.1");
     assert_eq!(r.status, 404);
 
-    let r = p.put("/v2/apps/dup", r#"{"version": "2015-01-01T00:00:00.000Z", "cmd": "x"}"#);
+    let r = p.put(
+        "/v2/apps/dup",
+        r#"{"version": "2015-01-01T00:00:00.000Z", "cmd": "x"}"#,
+    );
     assert_eq!(r.status, 422);
-    assert_eq!(r.body["message"], "The 'version' field may only be combined with the 'id' field.");
+    assert_eq!(
+        r.body["message"],
+        "The 'version' field may only be combined with the 'id' field."
+    );
 
     let r = p.get("/v2/apps?label=a==");
     assert_eq!(r.status, 422);
@@ -71,7 +102,10 @@ fn bad_input_gets_marathons_errors() {
     assert_eq!(r.body["message"], "Invalid task id 'garbage'.");
 
     // Bodies over the limit are refused before parsing.
-    let huge = format!("{{\"id\": \"/big\", \"cmd\": \"{}\"}}", "x".repeat(5 * 1024 * 1024));
+    let huge = format!(
+        "{{\"id\": \"/big\", \"cmd\": \"{}\"}}",
+        "x".repeat(5 * 1024 * 1024)
+    );
     let r = p.post("/v2/apps", &huge);
     assert_eq!(r.status, 413);
 
@@ -94,11 +128,22 @@ fn partial_and_full_updates_and_rollback() {
     assert_eq!(a["labels"], json!({"a": "1"}));
 
     // PATCH behaves the same and never creates.
-    assert_eq!(p.call("PATCH", "/v2/apps/u", Some(r#"{"labels": {"b": "2"}}"#)).status, 200);
+    assert_eq!(
+        p.call("PATCH", "/v2/apps/u", Some(r#"{"labels": {"b": "2"}}"#))
+            .status,
+        200
+    );
     assert_eq!(p.app("/u")["labels"], json!({"b": "2"}));
 
     // partialUpdate=false replaces the whole definition: omitted fields get defaults.
-    assert_eq!(p.put("/v2/apps/u?partialUpdate=false", r#"{"cmd": "sleep 200", "instances": 0}"#).status, 200);
+    assert_eq!(
+        p.put(
+            "/v2/apps/u?partialUpdate=false",
+            r#"{"cmd": "sleep 200", "instances": 0}"#
+        )
+        .status,
+        200
+    );
     let a = p.app("/u");
     assert_eq!(a["mem"], 128.0);
     assert_eq!(a["labels"], json!({}));
@@ -122,8 +167,16 @@ fn partial_and_full_updates_and_rollback() {
     assert_eq!(r.status, 200, "{}", r.text);
     let ids = |path: &str| -> Vec<String> {
         let b = p.get(path).body;
-        let list = b.get("apps").or_else(|| b.get("*")).unwrap().as_array().unwrap().clone();
-        list.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect()
+        let list = b
+            .get("apps")
+            .or_else(|| b.get("*"))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+        list.iter()
+            .map(|a| a["id"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(ids("/v2/apps?label=tier==web"), ["/g/one"]);
     assert_eq!(ids("/v2/apps?cmd=ECHO"), ["/g/two"]);

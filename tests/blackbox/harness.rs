@@ -29,7 +29,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -40,7 +43,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -67,13 +73,22 @@ impl Pacer {
 
     /// (Re)starts the process on the same data directory.
     pub fn spawn(&mut self) {
-        let n = fs::read_dir(self.dir.path()).map(|d| d.count()).unwrap_or(0);
+        let n = fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
         self.log = self.dir.path().join(format!("pacer-{n}.log"));
         let log = fs::File::create(&self.log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacer"));
         cmd.arg("--data_dir")
             .arg(self.data_dir())
-            .args(["--http_port", "0", "--hostname", "127.0.0.1", "--local_agent_kill_grace", "1000"])
+            .args([
+                "--http_port",
+                "0",
+                "--hostname",
+                "127.0.0.1",
+                "--local_agent_kill_grace",
+                "1000",
+            ])
             .arg("--local_agent_ports")
             .arg(format!("{}-{}", self.agent_ports.0, self.agent_ports.1))
             .args(&self.extra)
@@ -90,7 +105,9 @@ impl Pacer {
                     panic!("pacer exited with {status} before listening:\n{text}");
                 }
             }
-            text.lines().find_map(|l| l.strip_prefix("pacer: listening on http://")).and_then(|a| a.rsplit(':').next()?.trim().parse().ok())
+            text.lines()
+                .find_map(|l| l.strip_prefix("pacer: listening on http://"))
+                .and_then(|a| a.rsplit(':').next()?.trim().parse().ok())
         });
     }
 
@@ -109,7 +126,11 @@ impl Pacer {
     /// SIGTERM and wait for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         c.wait().unwrap()
     }
 
@@ -118,8 +139,12 @@ impl Pacer {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-        let req = agent.request(method, &self.url(path)).set("Content-Type", "application/json");
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .build();
+        let req = agent
+            .request(method, &self.url(path))
+            .set("Content-Type", "application/json");
         let result = match body {
             Some(b) => req.send_string(b),
             None => req.call(),
@@ -130,11 +155,20 @@ impl Pacer {
             Err(e) => panic!("{method} {path}: {e}"),
         };
         let status = resp.status();
-        let headers = resp.headers_names().into_iter().map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string())).collect();
+        let headers = resp
+            .headers_names()
+            .into_iter()
+            .map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string()))
+            .collect();
         let mut text = String::new();
         resp.into_reader().read_to_string(&mut text).unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, headers, body, text }
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub fn get(&self, path: &str) -> Resp {
@@ -158,15 +192,19 @@ impl Pacer {
 
     /// Waits until the app has exactly `n` tasks, all TASK_RUNNING, and no deployment; returns them.
     pub fn wait_running(&self, id: &str, n: usize) -> Vec<Value> {
-        wait_for(&format!("{n} running tasks of {id}"), Duration::from_secs(60), || {
-            let app = self.app(id);
-            let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
-            let ok = tasks.len() == n
-                && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
-                && app["tasksRunning"] == n
-                && app["deployments"].as_array().is_some_and(|d| d.is_empty());
-            ok.then_some(tasks)
-        })
+        wait_for(
+            &format!("{n} running tasks of {id}"),
+            Duration::from_secs(60),
+            || {
+                let app = self.app(id);
+                let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
+                let ok = tasks.len() == n
+                    && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
+                    && app["tasksRunning"] == n
+                    && app["deployments"].as_array().is_some_and(|d| d.is_empty());
+                ok.then_some(tasks)
+            },
+        )
     }
 
     /// The sandbox directory of a task.
@@ -183,18 +221,34 @@ impl Pacer {
     /// The pid of a task's process, from the local agent's record.
     pub fn pid_of(&self, task_id: &str) -> i32 {
         let dir = self.data_dir().join("local").join("tasks");
-        wait_for(&format!("pid of {task_id}"), Duration::from_secs(20), || {
-            let rec = fs::read_dir(&dir).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.to_string_lossy().contains(task_id) && p.extension().is_some_and(|x| x == "json"))?;
-            let v: Value = serde_json::from_slice(&fs::read(rec).ok()?).ok()?;
-            v["pid"].as_i64().map(|p| p as i32)
-        })
+        wait_for(
+            &format!("pid of {task_id}"),
+            Duration::from_secs(20),
+            || {
+                let rec = fs::read_dir(&dir)
+                    .ok()?
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .find(|p| {
+                        p.to_string_lossy().contains(task_id)
+                            && p.extension().is_some_and(|x| x == "json")
+                    })?;
+                let v: Value = serde_json::from_slice(&fs::read(rec).ok()?).ok()?;
+                v["pid"].as_i64().map(|p| p as i32)
+            },
+        )
     }
 }
 
 pub fn alive(pid: i32) -> bool {
     // A zombie counts as dead: it has exited and waits only to be reaped.
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Ok(s) => {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                != Some("Z")
+        }
         Err(_) => false,
     }
 }
@@ -204,13 +258,26 @@ impl Drop for Pacer {
         self.kill9();
         // Tasks outlive Pacer by design; the test must not leave them behind.
         let dir = self.data_dir().join("local").join("tasks");
-        for rec in fs::read_dir(&dir).into_iter().flatten().filter_map(|e| e.ok()) {
-            if let Ok(v) = serde_json::from_slice::<Value>(&fs::read(rec.path()).unwrap_or_default()) {
+        for rec in fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+        {
+            if let Ok(v) =
+                serde_json::from_slice::<Value>(&fs::read(rec.path()).unwrap_or_default())
+            {
                 if let Some(pid) = v["pid"].as_i64() {
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 if let Some(name) = v["docker_name"].as_str() {
-                    let _ = Command::new("docker").args(["rm", "-f", name]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f", name])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
                 }
             }
         }
@@ -218,6 +285,8 @@ impl Drop for Pacer {
 }
 
 pub fn example(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/apps").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/apps")
+        .join(name);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

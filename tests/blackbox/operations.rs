@@ -10,30 +10,59 @@ fn info_leader_ping_metrics_and_headers() {
     assert_eq!(info.body["elected"], true);
     assert_eq!(info.body["marathon_config"]["framework_name"], "pacer-test");
     assert_eq!(info.body["http_config"]["http_port"], p.port);
-    assert_eq!(info.header("X-Marathon-Leader"), Some(format!("http://127.0.0.1:{}", p.port).as_str()));
-    assert_eq!(info.header("Cache-Control"), Some("no-cache, no-store, must-revalidate"));
+    assert_eq!(
+        info.header("X-Marathon-Leader"),
+        Some(format!("http://127.0.0.1:{}", p.port).as_str())
+    );
+    assert_eq!(
+        info.header("Cache-Control"),
+        Some("no-cache, no-store, must-revalidate")
+    );
 
-    assert_eq!(p.get("/v2/leader").body["leader"], format!("127.0.0.1:{}", p.port));
+    assert_eq!(
+        p.get("/v2/leader").body["leader"],
+        format!("127.0.0.1:{}", p.port)
+    );
     let ping = p.get("/ping");
     assert_eq!((ping.status, ping.text.as_str()), (200, "pong"));
 
-    p.post("/v2/apps", r#"{"id": "/m", "cmd": "sleep 100", "cpus": 0.01, "mem": 8}"#);
+    p.post(
+        "/v2/apps",
+        r#"{"id": "/m", "cmd": "sleep 100", "cpus": 0.01, "mem": 8}"#,
+    );
     p.wait_running("/m", 1);
     let m = p.get("/metrics");
     assert!(m.text.contains("pacer_apps 1"), "{}", m.text);
-    assert!(m.text.contains("pacer_tasks{state=\"TASK_RUNNING\"} 1"), "{}", m.text);
+    assert!(
+        m.text.contains("pacer_tasks{state=\"TASK_RUNNING\"} 1"),
+        "{}",
+        m.text
+    );
     assert!(m.text.contains("pacer_http_requests_total"));
 }
 
 #[test]
 fn flags_come_from_the_environment_and_the_command_line_wins() {
     let dir = tempfile::tempdir().unwrap();
-    let help = Command::new(env!("CARGO_BIN_EXE_pacer")).arg("--help").output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_pacer"))
+        .arg("--help")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for flag in ["--http_address", "--http_port", "--data_dir", "--hostname", "--framework_name", "MARATHON_HTTP_PORT"] {
+    for flag in [
+        "--http_address",
+        "--http_port",
+        "--data_dir",
+        "--hostname",
+        "--framework_name",
+        "MARATHON_HTTP_PORT",
+    ] {
         assert!(text.contains(flag), "--help lists {flag}");
     }
-    let bad = Command::new(env!("CARGO_BIN_EXE_pacer")).args(["--no_such_flag"]).output().unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_pacer"))
+        .args(["--no_such_flag"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
 
     // The environment is read: a bad value there stops start-up and names the flag...
@@ -50,7 +79,15 @@ fn flags_come_from_the_environment_and_the_command_line_wins() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pacer"));
     cmd.env("MARATHON_FRAMEWORK_NAME", "from-env")
         .env("MARATHON_HTTP_PORT", "notaport")
-        .args(["--http_port", "0", "--hostname", "127.0.0.1", "--local_agent_ports", "39900-39950", "--data_dir"])
+        .args([
+            "--http_port",
+            "0",
+            "--hostname",
+            "127.0.0.1",
+            "--local_agent_ports",
+            "39900-39950",
+            "--data_dir",
+        ])
         .arg(dir.path().join("b"))
         .stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
@@ -60,17 +97,32 @@ fn flags_come_from_the_environment_and_the_command_line_wins() {
         let mut buf = Vec::new();
         let mut byte = [0u8; 1];
         loop {
-            assert_eq!(err.read(&mut byte).unwrap(), 1, "pacer exited early: {}", String::from_utf8_lossy(&buf));
+            assert_eq!(
+                err.read(&mut byte).unwrap(),
+                1,
+                "pacer exited early: {}",
+                String::from_utf8_lossy(&buf)
+            );
             buf.push(byte[0]);
             let text = String::from_utf8_lossy(&buf);
             if let Some(rest) = text.split("pacer: listening on http://").nth(1) {
                 if let Some(line) = rest.split('\n').next().filter(|_| rest.contains('\n')) {
-                    break line.rsplit(':').next().unwrap().trim().parse::<u16>().unwrap();
+                    break line
+                        .rsplit(':')
+                        .next()
+                        .unwrap()
+                        .trim()
+                        .parse::<u16>()
+                        .unwrap();
                 }
             }
         }
     };
-    let info: serde_json::Value = ureq::get(&format!("http://127.0.0.1:{port}/v2/info")).call().unwrap().into_json().unwrap();
+    let info: serde_json::Value = ureq::get(&format!("http://127.0.0.1:{port}/v2/info"))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(info["marathon_config"]["framework_name"], "from-env");
@@ -80,5 +132,8 @@ fn flags_come_from_the_environment_and_the_command_line_wins() {
 fn listens_on_loopback_by_default() {
     let p = Pacer::start(&[]);
     let log = p.log_text();
-    assert!(log.contains(&format!("listening on http://127.0.0.1:{}", p.port)), "{log}");
+    assert!(
+        log.contains(&format!("listening on http://127.0.0.1:{}", p.port)),
+        "{log}"
+    );
 }

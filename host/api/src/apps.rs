@@ -24,13 +24,29 @@ pub type Params = Query<Vec<(String, String)>>;
 
 pub fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
-        .route("/v2/apps", get(list).post(create).put(put_many).patch(patch_many))
-        .route("/v2/apps/", get(list).post(create).put(put_many).patch(patch_many))
-        .route("/v2/apps/{*path}", get(get_path).put(put_path).patch(patch_path).delete(delete_path).post(post_path))
+        .route(
+            "/v2/apps",
+            get(list).post(create).put(put_many).patch(patch_many),
+        )
+        .route(
+            "/v2/apps/",
+            get(list).post(create).put(put_many).patch(patch_many),
+        )
+        .route(
+            "/v2/apps/{*path}",
+            get(get_path)
+                .put(put_path)
+                .patch(patch_path)
+                .delete(delete_path)
+                .post(post_path),
+        )
 }
 
 pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     Timestamp::from_millis(ms)
 }
 
@@ -43,10 +59,15 @@ pub trait ParamsExt {
 
 impl ParamsExt for Vec<(String, String)> {
     fn all(&self, name: &str) -> Vec<&str> {
-        self.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
     fn one(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     fn flag(&self, name: &str, default: bool) -> bool {
         match self.one(name) {
@@ -59,7 +80,13 @@ impl ParamsExt for Vec<(String, String)> {
 /// Reads a JSON body: 413 over the size limit, 400 `Invalid JSON` when it does not parse.
 pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     let bytes = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) => ApiError::Status(StatusCode::PAYLOAD_TOO_LARGE, format!("Request body is larger than the limit of {} bytes", crate::MAX_BODY_BYTES)),
+        BytesRejection::FailedToBufferBody(_) => ApiError::Status(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Request body is larger than the limit of {} bytes",
+                crate::MAX_BODY_BYTES
+            ),
+        ),
         other => ApiError::bad_request(other.body_text()),
     })?;
     serde_json::from_slice(&bytes).map_err(|e| ApiError::InvalidJson(e.to_string()))
@@ -67,27 +94,43 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError>
 
 fn patch_of(v: Value) -> Result<AppPatch, ApiError> {
     if !v.is_object() {
-        return Err(ApiError::JsonTypes(vec![Violation::new("/", "error.expected.jsobject")]));
+        return Err(ApiError::JsonTypes(vec![Violation::new(
+            "/",
+            "error.expected.jsobject",
+        )]));
     }
     parse_app_patch(v).map_err(ApiError::JsonTypes)
 }
 
 fn resolve_id(raw: &str, path: &str) -> Result<PathId, ApiError> {
-    PathId::parse_app_id(raw, &PathId::root()).map_err(|e| ApiError::Invalid(vec![Violation::new(path, e.to_string())]))
+    PathId::parse_app_id(raw, &PathId::root())
+        .map_err(|e| ApiError::Invalid(vec![Violation::new(path, e.to_string())]))
 }
 
 fn patches_of(v: Value) -> Result<Vec<(PathId, AppPatch)>, ApiError> {
     let Value::Array(items) = v else {
-        return Err(ApiError::JsonTypes(vec![Violation::new("/", "error.expected.jsarray")]));
+        return Err(ApiError::JsonTypes(vec![Violation::new(
+            "/",
+            "error.expected.jsarray",
+        )]));
     };
     let mut out = Vec::new();
     for (i, item) in items.into_iter().enumerate() {
         let p = patch_of(item).map_err(|e| match e {
-            ApiError::JsonTypes(v) => ApiError::JsonTypes(v.into_iter().map(|x| Violation::new(format!("/({i}){}", x.path.trim_end_matches('/')), x.message)).collect()),
+            ApiError::JsonTypes(v) => ApiError::JsonTypes(
+                v.into_iter()
+                    .map(|x| {
+                        Violation::new(format!("/({i}){}", x.path.trim_end_matches('/')), x.message)
+                    })
+                    .collect(),
+            ),
             other => other,
         })?;
         let Some(raw) = p.id.clone() else {
-            return Err(ApiError::Invalid(vec![Violation::new(format!("/({i})/id"), "error.path.missing")]));
+            return Err(ApiError::Invalid(vec![Violation::new(
+                format!("/({i})/id"),
+                "error.path.missing",
+            )]));
         };
         out.push((resolve_id(&raw, &format!("/({i})/id"))?, p));
     }
@@ -95,11 +138,19 @@ fn patches_of(v: Value) -> Result<Vec<(PathId, AppPatch)>, ApiError> {
 }
 
 /// `{"deploymentId", "version"}` with the `Marathon-Deployment-Id` header.
-pub fn deployment_result(outcome: &Outcome, status: StatusCode, location: Option<&PathId>) -> Response {
+pub fn deployment_result(
+    outcome: &Outcome,
+    status: StatusCode,
+    location: Option<&PathId>,
+) -> Response {
     let Outcome::Deployment { id, version, .. } = outcome else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let mut res = (status, Json(json!({"deploymentId": id, "version": version}))).into_response();
+    let mut res = (
+        status,
+        Json(json!({"deploymentId": id, "version": version})),
+    )
+        .into_response();
     add_deployment_headers(&mut res, id, location);
     res
 }
@@ -130,41 +181,90 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
     let apps: Vec<Value> = snap
         .apps
         .values()
-        .filter(|a| cmd.as_ref().is_none_or(|c| a.cmd.as_ref().is_some_and(|x| x.to_lowercase().contains(c))))
-        .filter(|a| id.as_ref().is_none_or(|i| a.id.as_str().to_lowercase().contains(i)))
+        .filter(|a| {
+            cmd.as_ref()
+                .is_none_or(|c| a.cmd.as_ref().is_some_and(|x| x.to_lowercase().contains(c)))
+        })
+        .filter(|a| {
+            id.as_ref()
+                .is_none_or(|i| a.id.as_str().to_lowercase().contains(i))
+        })
         .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
         .map(|a| app_info(&snap, a, embed, now))
         .collect();
     Ok(Json(json!({"apps": apps})).into_response())
 }
 
-async fn create(AxState(ctx): Ctx, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn create(
+    AxState(ctx): Ctx,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let patch = patch_of(json_body(body)?)?;
     let Some(raw) = patch.id.clone() else {
-        return Err(ApiError::Invalid(vec![Violation::new("/id", "error.path.missing")]));
+        return Err(ApiError::Invalid(vec![Violation::new(
+            "/id",
+            "error.path.missing",
+        )]));
     };
     let id = resolve_id(&raw, "/id")?;
-    let outcome = ctx.submit(Command::CreateApp { id: id.clone(), patch }).await?;
-    let Outcome::Deployment { id: dep, .. } = &outcome else { unreachable!("create answers with a deployment") };
+    let outcome = ctx
+        .submit(Command::CreateApp {
+            id: id.clone(),
+            patch,
+        })
+        .await?;
+    let Outcome::Deployment { id: dep, .. } = &outcome else {
+        unreachable!("create answers with a deployment")
+    };
     let snap = ctx.snapshot();
-    let app = snap.apps.get(&id).ok_or_else(|| ApiError::not_found(format!("App '{id}' does not exist")))?;
-    let mut body = app_info(&snap, app, Embed { counts: true, ..Embed::default() }, now());
+    let app = snap
+        .apps
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("App '{id}' does not exist")))?;
+    let mut body = app_info(
+        &snap,
+        app,
+        Embed {
+            counts: true,
+            ..Embed::default()
+        },
+        now(),
+    );
     body["deployments"] = json!([{"id": dep}]);
     let mut res = (StatusCode::CREATED, Json(body)).into_response();
     add_deployment_headers(&mut res, dep, Some(&id));
     Ok(res)
 }
 
-async fn put_many(AxState(ctx): Ctx, Query(q): Params, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn put_many(
+    AxState(ctx): Ctx,
+    Query(q): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let updates = patches_of(json_body(body)?)?;
     let partial = q.flag("partialUpdate", true);
-    let outcome = ctx.submit(Command::UpdateApps { updates, partial, create: true }).await?;
+    let outcome = ctx
+        .submit(Command::UpdateApps {
+            updates,
+            partial,
+            create: true,
+        })
+        .await?;
     Ok(deployment_result(&outcome, StatusCode::OK, None))
 }
 
-async fn patch_many(AxState(ctx): Ctx, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn patch_many(
+    AxState(ctx): Ctx,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let updates = patches_of(json_body(body)?)?;
-    let outcome = ctx.submit(Command::UpdateApps { updates, partial: true, create: false }).await?;
+    let outcome = ctx
+        .submit(Command::UpdateApps {
+            updates,
+            partial: true,
+            create: false,
+        })
+        .await?;
     Ok(deployment_result(&outcome, StatusCode::OK, None))
 }
 
@@ -199,14 +299,26 @@ fn parse_target(path: &str) -> Target {
 }
 
 fn app_id_of(raw: &str) -> Result<PathId, ApiError> {
-    PathId::resolve(raw, &PathId::root()).map_err(|_| ApiError::not_found(format!("App '/{}' does not exist", raw.trim_start_matches('/'))))
+    PathId::resolve(raw, &PathId::root()).map_err(|_| {
+        ApiError::not_found(format!(
+            "App '/{}' does not exist",
+            raw.trim_start_matches('/')
+        ))
+    })
 }
 
 fn method_not_allowed() -> ApiError {
-    ApiError::Status(StatusCode::METHOD_NOT_ALLOWED, "HTTP method not allowed for this path".into())
+    ApiError::Status(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "HTTP method not allowed for this path".into(),
+    )
 }
 
-async fn get_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn get_path(
+    AxState(ctx): Ctx,
+    Path(path): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let snap = ctx.snapshot();
     let now = now();
     let missing = |id: &PathId| ApiError::not_found(format!("App '{id}' does not exist"));
@@ -226,7 +338,10 @@ async fn get_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Params)
             let mut embed = Embed::parse(q.all("embed"));
             embed.counts = true;
             embed.deployments = true;
-            let apps: Vec<Value> = snap.apps_under(&group).map(|a| app_info(&snap, a, embed, now)).collect();
+            let apps: Vec<Value> = snap
+                .apps_under(&group)
+                .map(|a| app_info(&snap, a, embed, now))
+                .collect();
             Ok(Json(json!({"*": apps})).into_response())
         }
         Target::Tasks(raw) => {
@@ -234,80 +349,146 @@ async fn get_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Params)
             if !snap.apps.contains_key(&id) {
                 return Err(missing(&id));
             }
-            let tasks: Vec<Value> = snap.instances_of(&id).filter_map(|i| task_json(&snap, i)).collect();
+            let tasks: Vec<Value> = snap
+                .instances_of(&id)
+                .filter_map(|i| task_json(&snap, i))
+                .collect();
             Ok(Json(json!({"tasks": tasks})).into_response())
         }
         Target::GroupTasks(raw) => {
             let group = app_id_of(&raw)?;
-            let tasks: Vec<Value> = snap.apps_under(&group).flat_map(|a| snap.instances_of(&a.id)).filter_map(|i| task_json(&snap, i)).collect();
+            let tasks: Vec<Value> = snap
+                .apps_under(&group)
+                .flat_map(|a| snap.instances_of(&a.id))
+                .filter_map(|i| task_json(&snap, i))
+                .collect();
             Ok(Json(json!({"tasks": tasks})).into_response())
         }
         Target::Versions(raw) => {
             let id = app_id_of(&raw)?;
-            let versions = snap.versions.get(&id).filter(|_| snap.apps.contains_key(&id)).ok_or_else(|| missing(&id))?;
+            let versions = snap
+                .versions
+                .get(&id)
+                .filter(|_| snap.apps.contains_key(&id))
+                .ok_or_else(|| missing(&id))?;
             let list: Vec<Value> = versions.keys().rev().map(|v| json!(v)).collect();
             Ok(Json(json!({"versions": list})).into_response())
         }
         Target::Version(raw, v) => {
             let id = app_id_of(&raw)?;
-            let not_in = || ApiError::not_found(format!("App '{id}' does not exist in version {v}"));
+            let not_in =
+                || ApiError::not_found(format!("App '{id}' does not exist in version {v}"));
             let ts = Timestamp::parse(&v).ok_or_else(not_in)?;
-            let app = snap.versions.get(&id).and_then(|vs| vs.get(&ts)).ok_or_else(not_in)?;
+            let app = snap
+                .versions
+                .get(&id)
+                .and_then(|vs| vs.get(&ts))
+                .ok_or_else(not_in)?;
             Ok(Json(json!(app.as_ref())).into_response())
         }
         Target::Task(raw, task) => {
             let id = app_id_of(&raw)?;
             let t = TaskId::from_raw(&task);
-            let inst = t.instance_id().and_then(|iid| snap.instances.get(&iid)).filter(|i| i.app_id == id);
-            let json = inst.and_then(|i| task_json(&snap, i)).ok_or_else(|| ApiError::not_found(format!("Task '{task}' does not exist")))?;
+            let inst = t
+                .instance_id()
+                .and_then(|iid| snap.instances.get(&iid))
+                .filter(|i| i.app_id == id);
+            let json = inst
+                .and_then(|i| task_json(&snap, i))
+                .ok_or_else(|| ApiError::not_found(format!("Task '{task}' does not exist")))?;
             Ok(Json(json!({"task": json})).into_response())
         }
         Target::Restart(_) => Err(method_not_allowed()),
     }
 }
 
-async fn put_or_patch(ctx: Arc<ApiContext>, path: String, q: Vec<(String, String)>, body: Result<Bytes, BytesRejection>, is_patch: bool) -> Result<Response, ApiError> {
-    let Target::App(raw) = parse_target(&path) else { return Err(method_not_allowed()) };
+async fn put_or_patch(
+    ctx: Arc<ApiContext>,
+    path: String,
+    q: Vec<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+    is_patch: bool,
+) -> Result<Response, ApiError> {
+    let Target::App(raw) = parse_target(&path) else {
+        return Err(method_not_allowed());
+    };
     let id = resolve_id(&raw, "/id")?;
     let patch = patch_of(json_body(body)?)?;
     if !is_patch && patch.version.is_some() {
         if !patch.is_version_only() {
-            return Err(ApiError::unprocessable("The 'version' field may only be combined with the 'id' field."));
+            return Err(ApiError::unprocessable(
+                "The 'version' field may only be combined with the 'id' field.",
+            ));
         }
         let raw_v = patch.version.as_deref().unwrap_or_default();
-        let version = Timestamp::parse(raw_v).ok_or_else(|| ApiError::not_found(format!("App '{id}' does not exist in version {raw_v}")))?;
+        let version = Timestamp::parse(raw_v).ok_or_else(|| {
+            ApiError::not_found(format!("App '{id}' does not exist in version {raw_v}"))
+        })?;
         let outcome = ctx.submit(Command::RollbackApp { id, version }).await?;
         return Ok(deployment_result(&outcome, StatusCode::OK, None));
     }
     let partial = is_patch || q.flag("partialUpdate", true);
-    let outcome = ctx.submit(Command::UpdateApps { updates: vec![(id.clone(), patch)], partial, create: !is_patch }).await?;
+    let outcome = ctx
+        .submit(Command::UpdateApps {
+            updates: vec![(id.clone(), patch)],
+            partial,
+            create: !is_patch,
+        })
+        .await?;
     let created = matches!(outcome, Outcome::Deployment { created: true, .. });
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(deployment_result(&outcome, status, created.then_some(&id)))
 }
 
-async fn put_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Params, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn put_path(
+    AxState(ctx): Ctx,
+    Path(path): Path<String>,
+    Query(q): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     put_or_patch(ctx, path, q, body, false).await
 }
 
-async fn patch_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Params, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn patch_path(
+    AxState(ctx): Ctx,
+    Path(path): Path<String>,
+    Query(q): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     put_or_patch(ctx, path, q, body, true).await
 }
 
 async fn post_path(AxState(ctx): Ctx, Path(path): Path<String>) -> Result<Response, ApiError> {
-    let Target::Restart(raw) = parse_target(&path) else { return Err(method_not_allowed()) };
+    let Target::Restart(raw) = parse_target(&path) else {
+        return Err(method_not_allowed());
+    };
     let id = app_id_of(&raw)?;
     let outcome = ctx.submit(Command::RestartApp { id }).await?;
     Ok(deployment_result(&outcome, StatusCode::OK, None))
 }
 
 /// Kills tasks and answers as Marathon does: the tasks (`scale=false`) or a deployment.
-pub async fn kill(ctx: &ApiContext, tasks: Vec<TaskId>, scale: bool, wipe: bool, single: bool) -> Result<Response, ApiError> {
+pub async fn kill(
+    ctx: &ApiContext,
+    tasks: Vec<TaskId>,
+    scale: bool,
+    wipe: bool,
+    single: bool,
+) -> Result<Response, ApiError> {
     let snap_before = ctx.snapshot();
-    let outcome = ctx.submit(Command::KillTasks { tasks, scale, wipe }).await?;
+    let outcome = ctx
+        .submit(Command::KillTasks { tasks, scale, wipe })
+        .await?;
     match &outcome {
         Outcome::Killed(instances) => {
-            let list: Vec<Value> = instances.iter().filter_map(|i| task_json(&snap_before, i)).collect();
+            let list: Vec<Value> = instances
+                .iter()
+                .filter_map(|i| task_json(&snap_before, i))
+                .collect();
             if single {
                 Ok(Json(json!({"task": list.into_iter().next()})).into_response())
             } else {
@@ -318,10 +499,16 @@ pub async fn kill(ctx: &ApiContext, tasks: Vec<TaskId>, scale: bool, wipe: bool,
     }
 }
 
-async fn delete_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Params) -> Result<Response, ApiError> {
+async fn delete_path(
+    AxState(ctx): Ctx,
+    Path(path): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let (scale, wipe) = (q.flag("scale", false), q.flag("wipe", false));
     if scale && wipe {
-        return Err(ApiError::bad_request("You cannot use scale and wipe at the same time."));
+        return Err(ApiError::bad_request(
+            "You cannot use scale and wipe at the same time.",
+        ));
     }
     match parse_target(&path) {
         Target::App(raw) => {
@@ -348,7 +535,10 @@ async fn delete_path(AxState(ctx): Ctx, Path(path): Path<String>, Query(q): Para
             let id = app_id_of(&raw)?;
             let t = TaskId::from_raw(&task);
             let snap = ctx.snapshot();
-            let known = t.instance_id().and_then(|iid| snap.instances.get(&iid).cloned()).filter(|i| i.app_id == id && i.is_active());
+            let known = t
+                .instance_id()
+                .and_then(|iid| snap.instances.get(&iid).cloned())
+                .filter(|i| i.app_id == id && i.is_active());
             if known.is_none() {
                 return Err(ApiError::not_found(format!("Task '{task}' does not exist")));
             }
@@ -367,9 +557,15 @@ mod tests {
         assert_eq!(parse_target("a/b"), Target::App("a/b".into()));
         assert_eq!(parse_target("a/b/"), Target::App("a/b".into()));
         assert_eq!(parse_target("a/b/tasks"), Target::Tasks("a/b".into()));
-        assert_eq!(parse_target("a/tasks/a.instance-x._app.1"), Target::Task("a".into(), "a.instance-x._app.1".into()));
+        assert_eq!(
+            parse_target("a/tasks/a.instance-x._app.1"),
+            Target::Task("a".into(), "a.instance-x._app.1".into())
+        );
         assert_eq!(parse_target("a/versions"), Target::Versions("a".into()));
-        assert_eq!(parse_target("a/versions/2015-01-01T00:00:00.000Z"), Target::Version("a".into(), "2015-01-01T00:00:00.000Z".into()));
+        assert_eq!(
+            parse_target("a/versions/2015-01-01T00:00:00.000Z"),
+            Target::Version("a".into(), "2015-01-01T00:00:00.000Z".into())
+        );
         assert_eq!(parse_target("a/restart"), Target::Restart("a".into()));
         assert_eq!(parse_target("g/*"), Target::GroupApps("g".into()));
         assert_eq!(parse_target("g/*/tasks"), Target::GroupTasks("g".into()));

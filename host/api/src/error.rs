@@ -35,8 +35,14 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Command(c) => c.into(),
-            SubmitError::Storage(msg) => ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, format!("The change could not be stored and was not applied: {msg}")),
-            SubmitError::Unavailable => ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, "The scheduler is shutting down".into()),
+            SubmitError::Storage(msg) => ApiError::Status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("The change could not be stored and was not applied: {msg}"),
+            ),
+            SubmitError::Unavailable => ApiError::Status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The scheduler is shutting down".into(),
+            ),
         }
     }
 }
@@ -56,9 +62,18 @@ impl From<CommandError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match self {
-            ApiError::InvalidJson(details) => (StatusCode::BAD_REQUEST, json!({"message": "Invalid JSON", "details": details})),
-            ApiError::JsonTypes(v) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Invalid JSON", "details": group_by_path(&v)})),
-            ApiError::Invalid(v) => (StatusCode::UNPROCESSABLE_ENTITY, json!({"message": "Object is not valid", "details": group_by_path(&v)})),
+            ApiError::InvalidJson(details) => (
+                StatusCode::BAD_REQUEST,
+                json!({"message": "Invalid JSON", "details": details}),
+            ),
+            ApiError::JsonTypes(v) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Invalid JSON", "details": group_by_path(&v)}),
+            ),
+            ApiError::Invalid(v) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"message": "Object is not valid", "details": group_by_path(&v)}),
+            ),
             ApiError::Status(s, m) => (s, json!({"message": m})),
         };
         (status, Json(body)).into_response()

@@ -66,7 +66,12 @@ pub struct ApiMetrics {
 
 impl ApiContext {
     pub fn new(commands: mpsc::Sender<Request>, info: ServerInfo) -> Arc<Self> {
-        Arc::new(ApiContext { commands, snapshot: RwLock::new(Arc::new(State::default())), info, metrics: ApiMetrics::default() })
+        Arc::new(ApiContext {
+            commands,
+            snapshot: RwLock::new(Arc::new(State::default())),
+            info,
+            metrics: ApiMetrics::default(),
+        })
     }
 
     /// Publishes a new snapshot; readers that already hold the old one keep it.
@@ -75,12 +80,18 @@ impl ApiContext {
     }
 
     pub fn snapshot(&self) -> Arc<State> {
-        self.snapshot.read().expect("snapshot lock poisoned").clone()
+        self.snapshot
+            .read()
+            .expect("snapshot lock poisoned")
+            .clone()
     }
 
     pub async fn submit(&self, cmd: Command) -> Result<Outcome, SubmitError> {
         let (reply, rx) = oneshot::channel();
-        self.commands.send(Request { cmd, reply }).await.map_err(|_| SubmitError::Unavailable)?;
+        self.commands
+            .send(Request { cmd, reply })
+            .await
+            .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
     }
 }
@@ -99,7 +110,11 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
 }
 
 /// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers.
-async fn common_headers(axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>, req: HttpRequest<axum::body::Body>, next: Next) -> Response {
+async fn common_headers(
+    axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>,
+    req: HttpRequest<axum::body::Body>,
+    next: Next,
+) -> Response {
     ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let mut res = next.run(req).await;
     let status = res.status();
@@ -109,11 +124,17 @@ async fn common_headers(axum::extract::State(ctx): axum::extract::State<Arc<ApiC
         ctx.metrics.errors_5xx.fetch_add(1, Ordering::Relaxed);
     }
     let h = res.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, no-store, must-revalidate"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-store, must-revalidate"),
+    );
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     h.insert(header::EXPIRES, HeaderValue::from_static("0"));
     h.insert("X-Frame-Options", HeaderValue::from_static("DENY"));
-    h.insert("X-XSS-Protection", HeaderValue::from_static("1; mode=block"));
+    h.insert(
+        "X-XSS-Protection",
+        HeaderValue::from_static("1; mode=block"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("http://{}", ctx.info.leader)) {
         h.insert("X-Marathon-Leader", v);
     }

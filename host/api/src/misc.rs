@@ -1,6 +1,6 @@
 //! `/v2/tasks`, `/v2/deployments`, `/v2/info`, `/v2/leader`, `/ping`, `/metrics`.
 
-use crate::apps::{json_body, kill, ParamsExt, Params};
+use crate::apps::{json_body, kill, Params, ParamsExt};
 use crate::error::ApiError;
 use crate::render::task_json;
 use crate::ApiContext;
@@ -57,9 +57,15 @@ async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
     Json(json!({"tasks": list})).into_response()
 }
 
-async fn delete_tasks(AxState(ctx): Ctx, Query(q): Params, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+async fn delete_tasks(
+    AxState(ctx): Ctx,
+    Query(q): Params,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let v = json_body(body)?;
-    let ids = v.get("ids").and_then(|x| x.as_array()).ok_or_else(|| ApiError::bad_request("Expected a body of the form {\"ids\": [\"<task id>\", ...]}"))?;
+    let ids = v.get("ids").and_then(|x| x.as_array()).ok_or_else(|| {
+        ApiError::bad_request("Expected a body of the form {\"ids\": [\"<task id>\", ...]}")
+    })?;
     let mut tasks = Vec::new();
     for id in ids {
         let s = id.as_str().unwrap_or_default();
@@ -118,9 +124,16 @@ async fn leader(AxState(ctx): Ctx) -> Response {
 
 /// `pong` as text, or `"pong"` for clients that only accept JSON.
 async fn ping(headers: HeaderMap) -> Response {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("*/*");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("*/*");
     if accept.contains("text/") || accept.contains("*/*") {
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "pong").into_response()
+        (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "pong",
+        )
+            .into_response()
     } else if accept.contains("application/json") {
         Json(json!("pong")).into_response()
     } else {
@@ -139,16 +152,31 @@ async fn metrics(AxState(ctx): Ctx) -> Response {
     }
     let mut out = String::new();
     let m = &ctx.metrics;
-    let _ = writeln!(out, "# HELP pacer_apps Number of apps.\n# TYPE pacer_apps gauge\npacer_apps {}", snap.apps.len());
+    let _ = writeln!(
+        out,
+        "# HELP pacer_apps Number of apps.\n# TYPE pacer_apps gauge\npacer_apps {}",
+        snap.apps.len()
+    );
     let _ = writeln!(out, "# HELP pacer_instances Number of instances.\n# TYPE pacer_instances gauge\npacer_instances {}", snap.instances.len());
-    let _ = writeln!(out, "# HELP pacer_tasks Tasks by Mesos state.\n# TYPE pacer_tasks gauge");
+    let _ = writeln!(
+        out,
+        "# HELP pacer_tasks Tasks by Mesos state.\n# TYPE pacer_tasks gauge"
+    );
     for (state, n) in by_state {
         let _ = writeln!(out, "pacer_tasks{{state=\"{state}\"}} {n}");
     }
     let _ = writeln!(out, "# HELP pacer_deployments Running deployments.\n# TYPE pacer_deployments gauge\npacer_deployments {}", snap.deployments.len());
     let _ = writeln!(out, "# HELP pacer_http_requests_total HTTP requests served.\n# TYPE pacer_http_requests_total counter\npacer_http_requests_total {}", m.requests.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP pacer_http_errors_total HTTP error responses by class.\n# TYPE pacer_http_errors_total counter");
-    let _ = writeln!(out, "pacer_http_errors_total{{class=\"4xx\"}} {}", m.errors_4xx.load(Ordering::Relaxed));
-    let _ = writeln!(out, "pacer_http_errors_total{{class=\"5xx\"}} {}", m.errors_5xx.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "pacer_http_errors_total{{class=\"4xx\"}} {}",
+        m.errors_4xx.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "pacer_http_errors_total{{class=\"5xx\"}} {}",
+        m.errors_5xx.load(Ordering::Relaxed)
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -24,7 +24,11 @@ impl Embed {
     pub fn parse<'a>(values: impl IntoIterator<Item = &'a str>) -> Self {
         let mut e = Embed::default();
         for v in values {
-            let v = v.strip_prefix("group.apps.").or_else(|| v.strip_prefix("apps.")).or_else(|| v.strip_prefix("app.")).unwrap_or(v);
+            let v = v
+                .strip_prefix("group.apps.")
+                .or_else(|| v.strip_prefix("apps."))
+                .or_else(|| v.strip_prefix("app."))
+                .unwrap_or(v);
             match v {
                 "tasks" => {
                     e.tasks = true;
@@ -72,7 +76,11 @@ fn count<'a>(instances: impl Iterator<Item = &'a Instance>) -> Counts {
 pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
     let task = inst.task.as_ref().filter(|t| !t.state.is_terminal())?;
     let app = state.apps.get(&inst.app_id);
-    let host = inst.agent.as_ref().map(|a| a.host.clone()).unwrap_or_default();
+    let host = inst
+        .agent
+        .as_ref()
+        .map(|a| a.host.clone())
+        .unwrap_or_default();
     let mut m = Map::new();
     m.insert("appId".into(), json!(inst.app_id));
     m.insert("healthCheckResults".into(), json!([]));
@@ -81,7 +89,10 @@ pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
     let ips: Vec<Value> = host.parse::<std::net::IpAddr>().map(|ip| vec![json!({"ipAddress": ip.to_string(), "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" }})]).unwrap_or_default();
     m.insert("ipAddresses".into(), json!(ips));
     m.insert("ports".into(), json!(task.host_ports));
-    m.insert("servicePorts".into(), json!(app.map(|a| a.service_ports()).unwrap_or_default()));
+    m.insert(
+        "servicePorts".into(),
+        json!(app.map(|a| a.service_ports()).unwrap_or_default()),
+    );
     if let Some(agent) = &inst.agent {
         m.insert("slaveId".into(), json!(agent.agent_id));
         if let Some(r) = &agent.region {
@@ -98,7 +109,10 @@ pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
     m.insert("state".into(), json!(task.state.mesos_name()));
     m.insert("version".into(), json!(inst.run_spec_version));
     m.insert("localVolumes".into(), json!([]));
-    m.insert("role".into(), json!(app.map(|a| a.role.as_str()).unwrap_or("*")));
+    m.insert(
+        "role".into(),
+        json!(app.map(|a| a.role.as_str()).unwrap_or("*")),
+    );
     Some(Value::Object(m))
 }
 
@@ -132,10 +146,31 @@ fn stats_bucket(instances: &[&Instance], now: Timestamp) -> Option<Value> {
 
 fn task_stats(app: &AppDefinition, live: &[&Instance], now: Timestamp) -> Value {
     let mut m = Map::new();
-    let after_scaling: Vec<&Instance> = live.iter().copied().filter(|i| i.task.as_ref().is_some_and(|t| t.staged_at >= app.version_info.last_scaling_at)).collect();
-    let latest: Vec<&Instance> = live.iter().copied().filter(|i| i.config_version >= app.version_info.last_config_change_at).collect();
-    let outdated: Vec<&Instance> = live.iter().copied().filter(|i| i.config_version < app.version_info.last_config_change_at).collect();
-    for (k, v) in [("startedAfterLastScaling", after_scaling), ("withLatestConfig", latest), ("withOutdatedConfig", outdated), ("totalSummary", live.to_vec())] {
+    let after_scaling: Vec<&Instance> = live
+        .iter()
+        .copied()
+        .filter(|i| {
+            i.task
+                .as_ref()
+                .is_some_and(|t| t.staged_at >= app.version_info.last_scaling_at)
+        })
+        .collect();
+    let latest: Vec<&Instance> = live
+        .iter()
+        .copied()
+        .filter(|i| i.config_version >= app.version_info.last_config_change_at)
+        .collect();
+    let outdated: Vec<&Instance> = live
+        .iter()
+        .copied()
+        .filter(|i| i.config_version < app.version_info.last_config_change_at)
+        .collect();
+    for (k, v) in [
+        ("startedAfterLastScaling", after_scaling),
+        ("withLatestConfig", latest),
+        ("withOutdatedConfig", outdated),
+        ("totalSummary", live.to_vec()),
+    ] {
         if let Some(b) = stats_bucket(&v, now) {
             m.insert(k.into(), b);
         }
@@ -147,7 +182,11 @@ fn task_stats(app: &AppDefinition, live: &[&Instance], now: Timestamp) -> Value 
 pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp) -> Value {
     let mut v = serde_json::to_value(app).expect("apps serialise");
     let m = v.as_object_mut().expect("an app is an object");
-    let live: Vec<&Instance> = state.instances_of(&app.id).map(|i| i.as_ref()).filter(|i| i.is_active()).collect();
+    let live: Vec<&Instance> = state
+        .instances_of(&app.id)
+        .map(|i| i.as_ref())
+        .filter(|i| i.is_active())
+        .collect();
     if embed.counts {
         let c = count(live.iter().copied());
         m.insert("tasksStaged".into(), json!(c.staged));
@@ -156,7 +195,10 @@ pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp
         m.insert("tasksUnhealthy".into(), json!(c.unhealthy));
     }
     if embed.deployments {
-        let deps: Vec<Value> = state.deployments_of(&app.id).map(|d| json!({"id": d.id})).collect();
+        let deps: Vec<Value> = state
+            .deployments_of(&app.id)
+            .map(|d| json!({"id": d.id}))
+            .collect();
         m.insert("deployments".into(), json!(deps));
     }
     if embed.readiness {

@@ -79,7 +79,9 @@ impl Lexer<'_> {
 impl Selector {
     pub fn parse(input: &str) -> Result<Self, String> {
         let err = || format!("Can not parse label selector {input}");
-        let mut lx = Lexer { chars: input.chars().peekable() };
+        let mut lx = Lexer {
+            chars: input.chars().peekable(),
+        };
         let mut terms = Vec::new();
         loop {
             let key = lx.word().ok_or_else(err)?;
@@ -120,7 +122,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -130,14 +135,22 @@ mod tests {
         assert!(Selector::parse("env==prod, tier!=db").unwrap().matches(&l));
         assert!(Selector::parse("env in (dev, prod)").unwrap().matches(&l));
         assert!(!Selector::parse("env notin (prod)").unwrap().matches(&l));
-        assert!(!Selector::parse("owner!=x").unwrap().matches(&l), "!= needs the label to exist");
+        assert!(
+            !Selector::parse("owner!=x").unwrap().matches(&l),
+            "!= needs the label to exist"
+        );
         assert!(!Selector::parse("env==prod,missing").unwrap().matches(&l));
-        assert!(Selector::parse("a\\ b==c").unwrap().matches(&labels(&[("a b", "c")])));
+        assert!(Selector::parse("a\\ b==c")
+            .unwrap()
+            .matches(&labels(&[("a b", "c")])));
     }
 
     #[test]
     fn errors() {
-        assert_eq!(Selector::parse("env==").unwrap_err(), "Can not parse label selector env==");
+        assert_eq!(
+            Selector::parse("env==").unwrap_err(),
+            "Can not parse label selector env=="
+        );
         assert!(Selector::parse("env in prod").is_err());
         assert!(Selector::parse("").is_err());
     }

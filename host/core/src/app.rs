@@ -247,7 +247,10 @@ fn one() -> f64 {
 
 impl Default for UpgradeStrategy {
     fn default() -> Self {
-        UpgradeStrategy { minimum_health_capacity: 1.0, maximum_over_capacity: 1.0 }
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0,
+        }
     }
 }
 
@@ -284,7 +287,10 @@ pub enum DisabledMarker {
 
 impl Default for UnreachableStrategy {
     fn default() -> Self {
-        UnreachableStrategy::Enabled(UnreachableEnabled { inactive_after_seconds: 0, expunge_after_seconds: 0 })
+        UnreachableStrategy::Enabled(UnreachableEnabled {
+            inactive_after_seconds: 0,
+            expunge_after_seconds: 0,
+        })
     }
 }
 
@@ -367,9 +373,16 @@ impl AppDefinition {
     /// Number of ports the app asks for: port definitions (host) or port mappings (others).
     pub fn port_names(&self) -> Vec<Option<String>> {
         if self.is_host_networking() {
-            self.port_definitions.iter().flatten().map(|p| p.name.clone()).collect()
+            self.port_definitions
+                .iter()
+                .flatten()
+                .map(|p| p.name.clone())
+                .collect()
         } else {
-            self.port_mappings().iter().map(|p| p.name.clone()).collect()
+            self.port_mappings()
+                .iter()
+                .map(|p| p.name.clone())
+                .collect()
         }
     }
 
@@ -383,18 +396,34 @@ impl AppDefinition {
     /// The service ports, in port order (as tasks report them in `servicePorts`).
     pub fn service_ports(&self) -> Vec<i64> {
         if self.is_host_networking() {
-            self.port_definitions.iter().flatten().map(|p| p.port).collect()
+            self.port_definitions
+                .iter()
+                .flatten()
+                .map(|p| p.port)
+                .collect()
         } else {
-            self.port_mappings().iter().map(|p| p.service_port).collect()
+            self.port_mappings()
+                .iter()
+                .map(|p| p.service_port)
+                .collect()
         }
     }
 
     pub fn docker_image(&self) -> Option<&str> {
-        self.container.as_ref().and_then(|c| c.docker.as_ref()).map(|d| d.image.as_str())
+        self.container
+            .as_ref()
+            .and_then(|c| c.docker.as_ref())
+            .map(|d| d.image.as_str())
     }
 
     pub fn is_docker(&self) -> bool {
-        matches!(self.container, Some(Container { kind: ContainerType::Docker, .. }))
+        matches!(
+            self.container,
+            Some(Container {
+                kind: ContainerType::Docker,
+                ..
+            })
+        )
     }
 
     /// Whether going from `self` to `to` changes configuration (a restart), not only the scale.
@@ -405,7 +434,10 @@ impl AppDefinition {
         for x in [&mut a, &mut b] {
             x.instances = 0;
             x.version = Timestamp::EPOCH;
-            x.version_info = VersionInfo { last_scaling_at: Timestamp::EPOCH, last_config_change_at: Timestamp::EPOCH };
+            x.version_info = VersionInfo {
+                last_scaling_at: Timestamp::EPOCH,
+                last_config_change_at: Timestamp::EPOCH,
+            };
         }
         a != b
     }

@@ -17,7 +17,9 @@ pub enum PathError {
     BadSegment,
     #[error("Path must contain at least one path element")]
     Empty,
-    #[error("must not end with any of the following reserved keywords: restart, tasks, versions, ., ..")]
+    #[error(
+        "must not end with any of the following reserved keywords: restart, tasks, versions, ., .."
+    )]
     Reserved,
 }
 
@@ -27,7 +29,8 @@ const RESERVED_LAST: [&str; 5] = ["restart", "tasks", "versions", ".", ".."];
 fn label_ok(label: &str) -> bool {
     let b = label.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -160,7 +163,11 @@ impl InstanceId {
 
     /// The safe form of the app id this instance belongs to.
     pub fn safe_app_id(&self) -> &str {
-        let i = self.0.find(".instance-").or_else(|| self.0.find(".marathon-")).unwrap_or(0);
+        let i = self
+            .0
+            .find(".instance-")
+            .or_else(|| self.0.find(".marathon-"))
+            .unwrap_or(0);
         &self.0[..i]
     }
 }
@@ -267,7 +274,12 @@ pub struct IdSource {
 
 impl IdSource {
     pub fn new(seed: u64) -> Self {
-        let mut s = IdSource { state: seed ^ 0x9E37_79B9_7F4A_7C15, node: 0, clock_seq: 0, last_ticks: 0 };
+        let mut s = IdSource {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            node: 0,
+            clock_seq: 0,
+            last_ticks: 0,
+        };
         s.node = s.next_u64() & 0xFFFF_FFFF_FFFF | 0x0100_0000_0000; // multicast bit: not a real MAC
         s.clock_seq = (s.next_u64() & 0x3FFF) as u16;
         s
@@ -330,10 +342,19 @@ mod tests {
     #[test]
     fn resolves_relative_ids() {
         let base = p("/prod/api");
-        assert_eq!(PathId::resolve("web", &base).unwrap().as_str(), "/prod/api/web");
-        assert_eq!(PathId::resolve("../db", &base).unwrap().as_str(), "/prod/db");
+        assert_eq!(
+            PathId::resolve("web", &base).unwrap().as_str(),
+            "/prod/api/web"
+        );
+        assert_eq!(
+            PathId::resolve("../db", &base).unwrap().as_str(),
+            "/prod/db"
+        );
         assert_eq!(PathId::resolve("/x//y/", &base).unwrap().as_str(), "/x/y");
-        assert_eq!(PathId::resolve("./a", &base).unwrap().as_str(), "/prod/api/a");
+        assert_eq!(
+            PathId::resolve("./a", &base).unwrap().as_str(),
+            "/prod/api/a"
+        );
         assert_eq!(PathId::resolve("Bad", &base), Err(PathError::BadSegment));
         assert_eq!(PathId::resolve("a_b", &base), Err(PathError::BadSegment));
         assert_eq!(PathId::resolve("-a", &base), Err(PathError::BadSegment));
@@ -342,9 +363,18 @@ mod tests {
 
     #[test]
     fn app_ids_reject_root_and_reserved_names() {
-        assert_eq!(PathId::parse_app_id("/", &PathId::root()), Err(PathError::Empty));
-        assert_eq!(PathId::parse_app_id("/a/tasks", &PathId::root()), Err(PathError::Reserved));
-        assert_eq!(PathId::parse_app_id("/a/restart/", &PathId::root()), Err(PathError::Reserved));
+        assert_eq!(
+            PathId::parse_app_id("/", &PathId::root()),
+            Err(PathError::Empty)
+        );
+        assert_eq!(
+            PathId::parse_app_id("/a/tasks", &PathId::root()),
+            Err(PathError::Reserved)
+        );
+        assert_eq!(
+            PathId::parse_app_id("/a/restart/", &PathId::root()),
+            Err(PathError::Reserved)
+        );
         assert!(PathId::parse_app_id("/a/restarts", &PathId::root()).is_ok());
     }
 
@@ -364,16 +394,31 @@ mod tests {
     fn parses_all_task_id_forms() {
         let uuid = "5a5b2c3d-1111-11e9-9e2b-0242ac110002";
         let modern = TaskId::from_raw(&format!("prod_web.instance-{uuid}._app.3"));
-        assert_eq!(modern.instance_id().unwrap().as_str(), format!("prod_web.instance-{uuid}"));
+        assert_eq!(
+            modern.instance_id().unwrap().as_str(),
+            format!("prod_web.instance-{uuid}")
+        );
         assert_eq!(modern.incarnation(), 3);
         let pod = TaskId::from_raw(&format!("prod_web.instance-{uuid}.nginx"));
-        assert_eq!(pod.instance_id().unwrap().as_str(), format!("prod_web.instance-{uuid}"));
+        assert_eq!(
+            pod.instance_id().unwrap().as_str(),
+            format!("prod_web.instance-{uuid}")
+        );
         let legacy = TaskId::from_raw(&format!("my.app.{uuid}"));
-        assert_eq!(legacy.instance_id().unwrap().as_str(), format!("my.app.marathon-{uuid}"));
+        assert_eq!(
+            legacy.instance_id().unwrap().as_str(),
+            format!("my.app.marathon-{uuid}")
+        );
         let resident = TaskId::from_raw(&format!("web.{uuid}.2"));
-        assert_eq!(resident.instance_id().unwrap().as_str(), format!("web.marathon-{uuid}"));
+        assert_eq!(
+            resident.instance_id().unwrap().as_str(),
+            format!("web.marathon-{uuid}")
+        );
         let ancient = TaskId::from_raw(&format!("web_{uuid}"));
-        assert_eq!(ancient.instance_id().unwrap().as_str(), format!("web.marathon-{uuid}"));
+        assert_eq!(
+            ancient.instance_id().unwrap().as_str(),
+            format!("web.marathon-{uuid}")
+        );
         assert_eq!(TaskId::from_raw("garbage").instance_id(), None);
         let iid = InstanceId::parse(&format!("prod_web.instance-{uuid}")).unwrap();
         assert_eq!(iid.safe_app_id(), "prod_web");

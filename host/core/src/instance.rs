@@ -59,7 +59,9 @@ impl Instance {
     }
 
     pub fn is_running(&self) -> bool {
-        self.task.as_ref().is_some_and(|t| t.state == TaskState::Running)
+        self.task
+            .as_ref()
+            .is_some_and(|t| t.state == TaskState::Running)
     }
 
     /// Waiting for a launch: goal Running and no live task.

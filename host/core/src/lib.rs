@@ -6,12 +6,12 @@ pub mod cluster;
 pub mod id;
 pub mod instance;
 pub mod machine;
+#[cfg(test)]
+mod machine_tests;
+pub mod normalize;
 pub mod persist;
 pub mod placement;
 pub mod state;
 pub mod time;
-pub mod normalize;
 pub mod validate;
 pub mod violation;
-#[cfg(test)]
-mod machine_tests;

@@ -51,8 +51,14 @@ impl Default for Config {
 pub enum Effect {
     /// Make these writes durable, atomically, before executing anything queued after them.
     Persist(Vec<StoreOp>),
-    Launch { offer: OfferId, tasks: Vec<LaunchSpec> },
-    Decline { offer: OfferId, refuse: Duration },
+    Launch {
+        offer: OfferId,
+        tasks: Vec<LaunchSpec>,
+    },
+    Decline {
+        offer: OfferId,
+        refuse: Duration,
+    },
     Kill(KillRequest),
     /// Ask the backend for the status of these tasks; an empty list means "all you know".
     Reconcile(Vec<TaskId>),
@@ -62,21 +68,43 @@ pub enum Effect {
 #[derive(Clone, Debug)]
 pub enum Command {
     /// `POST /v2/apps`.
-    CreateApp { id: PathId, patch: AppPatch },
+    CreateApp {
+        id: PathId,
+        patch: AppPatch,
+    },
     /// `PUT`/`PATCH` of one or many apps. `create`: missing apps may be created.
-    UpdateApps { updates: Vec<(PathId, AppPatch)>, partial: bool, create: bool },
+    UpdateApps {
+        updates: Vec<(PathId, AppPatch)>,
+        partial: bool,
+        create: bool,
+    },
     /// `PUT /v2/apps/{id}` with only `{"version": ..}`.
-    RollbackApp { id: PathId, version: Timestamp },
-    DeleteApp { id: PathId },
-    RestartApp { id: PathId },
+    RollbackApp {
+        id: PathId,
+        version: Timestamp,
+    },
+    DeleteApp {
+        id: PathId,
+    },
+    RestartApp {
+        id: PathId,
+    },
     /// Kill tasks. `scale`: also lower `instances`; `wipe`: expunge instead of relaunching.
-    KillTasks { tasks: Vec<TaskId>, scale: bool, wipe: bool },
+    KillTasks {
+        tasks: Vec<TaskId>,
+        scale: bool,
+        wipe: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// A change was accepted; `created` is true when an app was created by it.
-    Deployment { id: String, version: Timestamp, created: bool },
+    Deployment {
+        id: String,
+        version: Timestamp,
+        created: bool,
+    },
     /// Tasks were killed without scaling; the instances as they were before the kill.
     Killed(Vec<Arc<Instance>>),
 }
@@ -124,11 +152,16 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn put<T: Serialize>(prefix: &str, id: &str, v: &T) -> StoreOp {
-    StoreOp::Put { key: format!("{prefix}{id}"), value: to_json(v) }
+    StoreOp::Put {
+        key: format!("{prefix}{id}"),
+        value: to_json(v),
+    }
 }
 
 fn del(prefix: &str, id: &str) -> StoreOp {
-    StoreOp::Delete { key: format!("{prefix}{id}") }
+    StoreOp::Delete {
+        key: format!("{prefix}{id}"),
+    }
 }
 
 fn version_key(app: &PathId, v: Timestamp) -> String {
@@ -137,14 +170,27 @@ fn version_key(app: &PathId, v: Timestamp) -> String {
 
 /// Task states that add launch backoff (Killed, e.g. by a health check, does not).
 fn adds_backoff(s: TaskState) -> bool {
-    matches!(s, TaskState::Failed | TaskState::Error | TaskState::Finished | TaskState::Gone | TaskState::Dropped)
+    matches!(
+        s,
+        TaskState::Failed
+            | TaskState::Error
+            | TaskState::Finished
+            | TaskState::Gone
+            | TaskState::Dropped
+    )
 }
 
 /// Terminal states recorded as the app's `lastTaskFailure`.
 fn is_failure(s: TaskState) -> bool {
     matches!(
         s,
-        TaskState::Failed | TaskState::Error | TaskState::Lost | TaskState::Dropped | TaskState::Gone | TaskState::GoneByOperator | TaskState::Unknown
+        TaskState::Failed
+            | TaskState::Error
+            | TaskState::Lost
+            | TaskState::Dropped
+            | TaskState::Gone
+            | TaskState::GoneByOperator
+            | TaskState::Unknown
     )
 }
 
@@ -219,7 +265,13 @@ impl Scheduler {
             }
         }
         self.state = s;
-        self.launch_queue = self.state.instances.values().filter(|i| i.is_scheduled()).map(|i| i.id.clone()).collect();
+        self.launch_queue = self
+            .state
+            .instances
+            .values()
+            .filter(|i| i.is_scheduled())
+            .map(|i| i.id.clone())
+            .collect();
         let known: Vec<TaskId> = self
             .state
             .instances
@@ -236,7 +288,15 @@ impl Scheduler {
     /// Converges every app once (after recovery, or periodically as Marathon's scale check).
     pub fn converge_all(&mut self, now: Timestamp) {
         let mut ops = Vec::new();
-        let ids: Vec<PathId> = self.state.apps.keys().cloned().chain(self.state.by_app.keys().cloned()).collect::<BTreeSet<_>>().into_iter().collect();
+        let ids: Vec<PathId> = self
+            .state
+            .apps
+            .keys()
+            .cloned()
+            .chain(self.state.by_app.keys().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for id in ids {
             self.converge(&id, now, &mut ops);
         }
@@ -267,14 +327,24 @@ impl Scheduler {
     fn rollback_to(&mut self, queued: usize) {
         if let Some(prev) = self.undo.take() {
             self.state = prev;
-            self.launch_queue = self.state.instances.values().filter(|i| i.is_scheduled()).map(|i| i.id.clone()).collect();
+            self.launch_queue = self
+                .state
+                .instances
+                .values()
+                .filter(|i| i.is_scheduled())
+                .map(|i| i.id.clone())
+                .collect();
         }
         self.pending.clear();
         self.effects.truncate(queued);
     }
 
     fn next_version(&mut self, now: Timestamp) -> Timestamp {
-        let v = if now > self.last_version { now } else { Timestamp::from_millis(self.last_version.as_millis() + 1) };
+        let v = if now > self.last_version {
+            now
+        } else {
+            Timestamp::from_millis(self.last_version.as_millis() + 1)
+        };
         self.last_version = v;
         v
     }
@@ -284,14 +354,24 @@ impl Scheduler {
         let outcome = match cmd {
             Command::CreateApp { id, patch } => {
                 if self.state.apps.contains_key(&id) {
-                    return Err(CommandError::AlreadyExists(format!("An app with id [{id}] already exists.")));
+                    return Err(CommandError::AlreadyExists(format!(
+                        "An app with id [{id}] already exists."
+                    )));
                 }
                 let version = self.next_version(now);
                 let app = self.build_app(&id, &patch, None, version)?;
                 let dep = self.stage_changes(vec![(None, app)], version, &mut ops)?;
-                Outcome::Deployment { id: dep, version, created: true }
+                Outcome::Deployment {
+                    id: dep,
+                    version,
+                    created: true,
+                }
             }
-            Command::UpdateApps { updates, partial, create } => {
+            Command::UpdateApps {
+                updates,
+                partial,
+                create,
+            } => {
                 let version = self.next_version(now);
                 let mut changes = Vec::new();
                 let mut created = false;
@@ -310,9 +390,16 @@ impl Scheduler {
                     changes.push((existing, app));
                 }
                 let dep = self.stage_changes(changes, version, &mut ops)?;
-                Outcome::Deployment { id: dep, version, created }
+                Outcome::Deployment {
+                    id: dep,
+                    version,
+                    created,
+                }
             }
-            Command::RollbackApp { id, version: target } => {
+            Command::RollbackApp {
+                id,
+                version: target,
+            } => {
                 let existing = self.state.apps.get(&id).cloned();
                 let stored = self
                     .state
@@ -320,23 +407,45 @@ impl Scheduler {
                     .get(&id)
                     .and_then(|v| v.get(&target))
                     .cloned()
-                    .ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist in version {target}")))?;
+                    .ok_or_else(|| {
+                        CommandError::NotFound(format!(
+                            "App '{id}' does not exist in version {target}"
+                        ))
+                    })?;
                 let version = self.next_version(now);
                 let mut app = (*stored).clone();
                 app.version = version;
                 let dep = self.stage_changes(vec![(existing, app)], version, &mut ops)?;
-                Outcome::Deployment { id: dep, version, created: false }
+                Outcome::Deployment {
+                    id: dep,
+                    version,
+                    created: false,
+                }
             }
             Command::DeleteApp { id } => {
-                let app = self.state.apps.get(&id).cloned().ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist")))?;
+                let app =
+                    self.state.apps.get(&id).cloned().ok_or_else(|| {
+                        CommandError::NotFound(format!("App '{id}' does not exist"))
+                    })?;
                 let version = self.next_version(now);
                 self.remove_app(&app, &mut ops);
-                let dep = self.new_deployment(version, vec![(app.id.clone(), "StopApplication")], &mut ops);
+                let dep = self.new_deployment(
+                    version,
+                    vec![(app.id.clone(), "StopApplication")],
+                    &mut ops,
+                );
                 self.converge(&id, now, &mut ops);
-                Outcome::Deployment { id: dep, version, created: false }
+                Outcome::Deployment {
+                    id: dep,
+                    version,
+                    created: false,
+                }
             }
             Command::RestartApp { id } => {
-                let existing = self.state.apps.get(&id).cloned().ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist")))?;
+                let existing =
+                    self.state.apps.get(&id).cloned().ok_or_else(|| {
+                        CommandError::NotFound(format!("App '{id}' does not exist"))
+                    })?;
                 let version = self.next_version(now);
                 let mut app = (*existing).clone();
                 // Pacer follows Marathon 1.11 here: a restart is a config change, so every
@@ -344,21 +453,33 @@ impl Scheduler {
                 app.version = version;
                 app.version_info.last_config_change_at = version;
                 app.version_info.last_scaling_at = version;
-                let dep = self.commit_app(Some(existing), app, version, "RestartApplication", &mut ops);
+                let dep =
+                    self.commit_app(Some(existing), app, version, "RestartApplication", &mut ops);
                 self.converge(&id, now, &mut ops);
-                Outcome::Deployment { id: dep, version, created: false }
+                Outcome::Deployment {
+                    id: dep,
+                    version,
+                    created: false,
+                }
             }
             Command::KillTasks { tasks, scale, wipe } => {
                 if scale && wipe {
-                    return Err(CommandError::BadRequest("You cannot use scale and wipe at the same time.".into()));
+                    return Err(CommandError::BadRequest(
+                        "You cannot use scale and wipe at the same time.".into(),
+                    ));
                 }
                 let mut found = Vec::new();
                 for t in &tasks {
                     let inst = t
                         .instance_id()
                         .and_then(|iid| self.state.instances.get(&iid).cloned())
-                        .filter(|i| i.task.as_ref().is_some_and(|task| &task.task_id == t) || t.instance_id().is_some())
-                        .ok_or_else(|| CommandError::NotFound(format!("Task '{t}' does not exist")))?;
+                        .filter(|i| {
+                            i.task.as_ref().is_some_and(|task| &task.task_id == t)
+                                || t.instance_id().is_some()
+                        })
+                        .ok_or_else(|| {
+                            CommandError::NotFound(format!("Task '{t}' does not exist"))
+                        })?;
                     if !found.iter().any(|i: &Arc<Instance>| i.id == inst.id) {
                         found.push(inst);
                     }
@@ -388,12 +509,18 @@ impl Scheduler {
                         self.converge(&inst.app_id, now, &mut ops);
                     }
                     self.finish_deployments(&mut ops);
-                    Outcome::Deployment { id: dep, version, created: false }
+                    Outcome::Deployment {
+                        id: dep,
+                        version,
+                        created: false,
+                    }
                 } else {
                     for inst in &found {
                         if wipe {
                             self.decommission(inst, &mut ops);
-                        } else if let Some(task) = inst.task.as_ref().filter(|t| !t.state.is_terminal()) {
+                        } else if let Some(task) =
+                            inst.task.as_ref().filter(|t| !t.state.is_terminal())
+                        {
                             let grace = self.grace_of(&inst.app_id);
                             let mut i = (**inst).clone();
                             if let Some(t) = i.task.as_mut() {
@@ -424,11 +551,26 @@ impl Scheduler {
 // App changes
 
 impl Scheduler {
-    fn build_app(&self, id: &PathId, patch: &AppPatch, base: Option<&AppDefinition>, version: Timestamp) -> Result<AppDefinition, CommandError> {
+    fn build_app(
+        &self,
+        id: &PathId,
+        patch: &AppPatch,
+        base: Option<&AppDefinition>,
+        version: Timestamp,
+    ) -> Result<AppDefinition, CommandError> {
         let root = PathId::root();
-        let ctx = NormalizeContext { base: &root, default_role: &self.config.default_role, now: version };
-        let app = patch.apply(id.clone(), base, &ctx).map_err(CommandError::Invalid)?;
-        let vctx = ValidationContext { default_role: &self.config.default_role, features: &self.config.features };
+        let ctx = NormalizeContext {
+            base: &root,
+            default_role: &self.config.default_role,
+            now: version,
+        };
+        let app = patch
+            .apply(id.clone(), base, &ctx)
+            .map_err(CommandError::Invalid)?;
+        let vctx = ValidationContext {
+            default_role: &self.config.default_role,
+            features: &self.config.features,
+        };
         let violations = validate_app(&app, &vctx);
         if !violations.is_empty() {
             return Err(CommandError::Invalid(violations));
@@ -447,7 +589,11 @@ impl Scheduler {
                 }
             }
         }
-        if let Some(ms) = app.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
+        if let Some(ms) = app
+            .container
+            .as_mut()
+            .and_then(|c| c.port_mappings.as_mut())
+        {
             for (i, m) in ms.iter_mut().enumerate() {
                 if m.service_port == 0 {
                     m.service_port = old_ports.get(i).copied().unwrap_or(0);
@@ -457,7 +603,11 @@ impl Scheduler {
     }
 
     fn allocate_service_ports(&mut self, app: &mut AppDefinition) -> Result<(), CommandError> {
-        let own: BTreeSet<i64> = app.service_ports().into_iter().filter(|p| *p != 0).collect();
+        let own: BTreeSet<i64> = app
+            .service_ports()
+            .into_iter()
+            .filter(|p| *p != 0)
+            .collect();
         let (min, max) = (self.config.local_port_min, self.config.local_port_max);
         let mut next = min;
         let state = &self.state;
@@ -473,14 +623,22 @@ impl Scheduler {
             None
         };
         let mut taken = own;
-        let exhausted = || CommandError::Unprocessable(format!("All service ports in the range {min}-{max} are in use"));
+        let exhausted = || {
+            CommandError::Unprocessable(format!(
+                "All service ports in the range {min}-{max} are in use"
+            ))
+        };
         if let Some(defs) = app.port_definitions.as_mut() {
             for d in defs.iter_mut().filter(|d| d.port == 0) {
                 d.port = take(&taken).ok_or_else(exhausted)?;
                 taken.insert(d.port);
             }
         }
-        if let Some(ms) = app.container.as_mut().and_then(|c| c.port_mappings.as_mut()) {
+        if let Some(ms) = app
+            .container
+            .as_mut()
+            .and_then(|c| c.port_mappings.as_mut())
+        {
             for m in ms.iter_mut().filter(|m| m.service_port == 0) {
                 m.service_port = take(&taken).ok_or_else(exhausted)?;
                 taken.insert(m.service_port);
@@ -492,7 +650,10 @@ impl Scheduler {
     /// Checks the shared app/group namespace for a new or moved app.
     fn check_namespace(&self, id: &PathId) -> Result<(), CommandError> {
         if self.state.groups.contains_key(id) {
-            return Err(CommandError::Invalid(vec![Violation::new("/", "Groups and Applications may not have the same identifier.")]));
+            return Err(CommandError::Invalid(vec![Violation::new(
+                "/",
+                "Groups and Applications may not have the same identifier.",
+            )]));
         }
         for anc in id.ancestors() {
             if self.state.apps.contains_key(&anc) {
@@ -507,7 +668,12 @@ impl Scheduler {
 
     /// Stages one deployment for a set of app changes: version info, service ports, groups,
     /// writes and the plan.
-    fn stage_changes(&mut self, changes: Vec<(Option<Arc<AppDefinition>>, AppDefinition)>, version: Timestamp, ops: &mut Vec<StoreOp>) -> Result<String, CommandError> {
+    fn stage_changes(
+        &mut self,
+        changes: Vec<(Option<Arc<AppDefinition>>, AppDefinition)>,
+        version: Timestamp,
+        ops: &mut Vec<StoreOp>,
+    ) -> Result<String, CommandError> {
         let mut actions = Vec::new();
         let mut new_apps = Vec::new();
         for (existing, mut app) in changes {
@@ -516,9 +682,18 @@ impl Scheduler {
             }
             app.version = version;
             app.version_info = match &existing {
-                None => crate::app::VersionInfo { last_scaling_at: version, last_config_change_at: version },
-                Some(old) if old.is_config_change(&app) => crate::app::VersionInfo { last_scaling_at: version, last_config_change_at: version },
-                Some(old) if old.instances != app.instances => crate::app::VersionInfo { last_scaling_at: version, last_config_change_at: old.version_info.last_config_change_at },
+                None => crate::app::VersionInfo {
+                    last_scaling_at: version,
+                    last_config_change_at: version,
+                },
+                Some(old) if old.is_config_change(&app) => crate::app::VersionInfo {
+                    last_scaling_at: version,
+                    last_config_change_at: version,
+                },
+                Some(old) if old.instances != app.instances => crate::app::VersionInfo {
+                    last_scaling_at: version,
+                    last_config_change_at: old.version_info.last_config_change_at,
+                },
                 Some(old) => {
                     // No change at all: keep the app as it is; Marathon still answers with a plan id.
                     let _ = old;
@@ -545,15 +720,37 @@ impl Scheduler {
         }
         let mut steps: Vec<Vec<DeploymentAction>> = Vec::new();
         if !new_apps.is_empty() {
-            steps.push(new_apps.iter().map(|a| DeploymentAction { action: "StartApplication".into(), app: a.clone() }).collect());
+            steps.push(
+                new_apps
+                    .iter()
+                    .map(|a| DeploymentAction {
+                        action: "StartApplication".into(),
+                        app: a.clone(),
+                    })
+                    .collect(),
+            );
         }
         let affected: Vec<PathId> = actions.iter().map(|(a, _)| a.clone()).collect();
         if !actions.is_empty() {
-            steps.push(actions.into_iter().map(|(app, action)| DeploymentAction { action: action.into(), app }).collect());
+            steps.push(
+                actions
+                    .into_iter()
+                    .map(|(app, action)| DeploymentAction {
+                        action: action.into(),
+                        app,
+                    })
+                    .collect(),
+            );
         }
         let id = self.ids.uuid_v4();
         if !steps.is_empty() {
-            let dep = Deployment { id: id.clone(), version, affected_apps: affected.clone(), steps, current_step: 1 };
+            let dep = Deployment {
+                id: id.clone(),
+                version,
+                affected_apps: affected.clone(),
+                steps,
+                current_step: 1,
+            };
             ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
             self.state.deployments.insert(dep.id.clone(), Arc::new(dep));
         }
@@ -563,13 +760,25 @@ impl Scheduler {
         Ok(id)
     }
 
-    fn commit_app(&mut self, _existing: Option<Arc<AppDefinition>>, app: AppDefinition, version: Timestamp, action: &'static str, ops: &mut Vec<StoreOp>) -> String {
+    fn commit_app(
+        &mut self,
+        _existing: Option<Arc<AppDefinition>>,
+        app: AppDefinition,
+        version: Timestamp,
+        action: &'static str,
+        ops: &mut Vec<StoreOp>,
+    ) -> String {
         let id = app.id.clone();
         self.store_app(&app, ops);
         self.new_deployment(version, vec![(id, action)], ops)
     }
 
-    fn new_deployment(&mut self, version: Timestamp, actions: Vec<(PathId, &'static str)>, ops: &mut Vec<StoreOp>) -> String {
+    fn new_deployment(
+        &mut self,
+        version: Timestamp,
+        actions: Vec<(PathId, &'static str)>,
+        ops: &mut Vec<StoreOp>,
+    ) -> String {
         let id = self.ids.uuid_v4();
         if actions.is_empty() {
             return id;
@@ -578,7 +787,13 @@ impl Scheduler {
             id: id.clone(),
             version,
             affected_apps: actions.iter().map(|(a, _)| a.clone()).collect(),
-            steps: vec![actions.into_iter().map(|(app, action)| DeploymentAction { action: action.into(), app }).collect()],
+            steps: vec![actions
+                .into_iter()
+                .map(|(app, action)| DeploymentAction {
+                    action: action.into(),
+                    app,
+                })
+                .collect()],
             current_step: 1,
         };
         ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
@@ -599,7 +814,12 @@ impl Scheduler {
     fn ensure_groups(&mut self, app: &PathId, version: Timestamp, ops: &mut Vec<StoreOp>) {
         for g in app.ancestors().into_iter().filter(|g| !g.is_root()) {
             if !self.state.groups.contains_key(&g) {
-                let group = Group { id: g.clone(), dependencies: Vec::new(), version, enforce_role: false };
+                let group = Group {
+                    id: g.clone(),
+                    dependencies: Vec::new(),
+                    version,
+                    enforce_role: false,
+                };
                 ops.push(put(keys::GROUP, g.as_str(), &group));
                 self.state.groups.insert(g, Arc::new(group));
             }
@@ -608,8 +828,17 @@ impl Scheduler {
 
     fn store_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
         ops.push(put(keys::APP, app.id.as_str(), app));
-        ops.push(put(keys::APP_VERSION, &version_key(&app.id, app.version), app));
-        let mut versions = self.state.versions.get(&app.id).cloned().unwrap_or_default();
+        ops.push(put(
+            keys::APP_VERSION,
+            &version_key(&app.id, app.version),
+            app,
+        ));
+        let mut versions = self
+            .state
+            .versions
+            .get(&app.id)
+            .cloned()
+            .unwrap_or_default();
         versions.insert(app.version, Arc::new(app.clone()));
         while versions.len() > self.config.max_versions.max(1) {
             if let Some(oldest) = versions.get_min().map(|(v, _)| *v) {
@@ -618,7 +847,9 @@ impl Scheduler {
             }
         }
         self.state.versions.insert(app.id.clone(), versions);
-        self.state.apps.insert(app.id.clone(), Arc::new(app.clone()));
+        self.state
+            .apps
+            .insert(app.id.clone(), Arc::new(app.clone()));
     }
 
     fn remove_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
@@ -637,7 +868,11 @@ impl Scheduler {
     }
 
     fn grace_of(&self, app: &PathId) -> Option<Duration> {
-        self.state.apps.get(app).and_then(|a| a.task_kill_grace_period_seconds).map(Duration::from_secs)
+        self.state
+            .apps
+            .get(app)
+            .and_then(|a| a.task_kill_grace_period_seconds)
+            .map(Duration::from_secs)
     }
 }
 
@@ -652,7 +887,12 @@ impl Scheduler {
         } else {
             self.launch_queue.remove(&inst.id);
         }
-        let mut set = self.state.by_app.get(&inst.app_id).cloned().unwrap_or_default();
+        let mut set = self
+            .state
+            .by_app
+            .get(&inst.app_id)
+            .cloned()
+            .unwrap_or_default();
         set.insert(inst.id.clone());
         self.state.by_app.insert(inst.app_id.clone(), set);
         self.state.instances.insert(inst.id.clone(), Arc::new(inst));
@@ -714,17 +954,26 @@ impl Scheduler {
     fn converge(&mut self, app_id: &PathId, now: Timestamp, ops: &mut Vec<StoreOp>) {
         let instances: Vec<Arc<Instance>> = self.state.instances_of(app_id).cloned().collect();
         let Some(app) = self.state.apps.get(app_id).cloned() else {
-            for i in instances.iter().filter(|i| i.goal != Goal::Decommissioned || (i.is_active() && !i.task.as_ref().is_some_and(|t| t.kill_sent))) {
+            for i in instances.iter().filter(|i| {
+                i.goal != Goal::Decommissioned
+                    || (i.is_active() && !i.task.as_ref().is_some_and(|t| t.kill_sent))
+            }) {
                 self.decommission(i, ops);
             }
             return;
         };
         let n = app.instances as usize;
         let config = app.version_info.last_config_change_at;
-        let running_goal: Vec<&Arc<Instance>> = instances.iter().filter(|i| i.goal == Goal::Running).collect();
-        let (fresh, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) = running_goal.iter().partition(|i| i.config_version >= config);
+        let running_goal: Vec<&Arc<Instance>> = instances
+            .iter()
+            .filter(|i| i.goal == Goal::Running)
+            .collect();
+        let (fresh, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) = running_goal
+            .iter()
+            .partition(|i| i.config_version >= config);
         // Old instances whose task is gone are not relaunched: the new version replaces them.
-        let (old_dead, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) = old.into_iter().partition(|i| !i.is_active());
+        let (old_dead, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) =
+            old.into_iter().partition(|i| !i.is_active());
         for i in old_dead {
             self.expunge(i, ops);
         }
@@ -744,9 +993,11 @@ impl Scheduler {
         }
 
         // Rolling replacement.
-        let healthy = |i: &Instance| i.is_running() && !i.task.as_ref().is_some_and(|t| t.kill_sent);
+        let healthy =
+            |i: &Instance| i.is_running() && !i.task.as_ref().is_some_and(|t| t.kill_sent);
         let min_healthy = (n as f64 * app.upgrade_strategy.minimum_health_capacity).ceil() as usize;
-        let mut max_capacity = (n as f64 * (1.0 + app.upgrade_strategy.maximum_over_capacity)).floor() as usize;
+        let mut max_capacity =
+            (n as f64 * (1.0 + app.upgrade_strategy.maximum_over_capacity)).floor() as usize;
         let mut h = running_goal.iter().filter(|i| healthy(i)).count();
         if min_healthy == max_capacity && max_capacity <= h {
             max_capacity += 1;
@@ -772,9 +1023,15 @@ impl Scheduler {
             }
         }
         // Decommissioned-but-alive instances still occupy capacity until they are gone.
-        let dying = self.state.instances_of(app_id).filter(|i| i.goal == Goal::Decommissioned && i.is_active()).count();
+        let dying = self
+            .state
+            .instances_of(app_id)
+            .filter(|i| i.goal == Goal::Decommissioned && i.is_active())
+            .count();
         let occupied = old_count + fresh.len() + dying;
-        let start = n.saturating_sub(fresh.len()).min(max_capacity.saturating_sub(occupied));
+        let start = n
+            .saturating_sub(fresh.len())
+            .min(max_capacity.saturating_sub(occupied));
         for _ in 0..start {
             self.new_instance(&app, now, ops);
         }
@@ -802,7 +1059,10 @@ impl Scheduler {
             Some(app) => {
                 let mut running = 0;
                 for i in instances {
-                    if i.goal != Goal::Running || i.config_version < app.version_info.last_config_change_at || !i.is_running() {
+                    if i.goal != Goal::Running
+                        || i.config_version < app.version_info.last_config_change_at
+                        || !i.is_running()
+                    {
                         return false;
                     }
                     running += 1;
@@ -821,11 +1081,19 @@ impl Scheduler {
 }
 
 /// Instances in the order they should be killed when scaling down (first = first to go).
-fn kill_order<'a>(instances: &[&'a Arc<Instance>], selection: crate::app::KillSelection) -> Vec<&'a Arc<Instance>> {
+fn kill_order<'a>(
+    instances: &[&'a Arc<Instance>],
+    selection: crate::app::KillSelection,
+) -> Vec<&'a Arc<Instance>> {
     let mut v: Vec<&Arc<Instance>> = instances.to_vec();
     let youngest_first = selection == crate::app::KillSelection::YoungestFirst;
     v.sort_by(|a, b| {
-        let age = |i: &Instance| i.task.as_ref().map(|t| t.started_at.unwrap_or(t.staged_at)).unwrap_or(i.created_at);
+        let age = |i: &Instance| {
+            i.task
+                .as_ref()
+                .map(|t| t.started_at.unwrap_or(t.staged_at))
+                .unwrap_or(i.created_at)
+        };
         a.kill_weight().cmp(&b.kill_weight()).then_with(|| {
             let (x, y) = (age(a), age(b));
             if youngest_first {
@@ -847,11 +1115,16 @@ impl Scheduler {
         self.launchable(now).next().is_some()
     }
 
-    fn launchable(&self, now: Timestamp) -> impl Iterator<Item = (Arc<AppDefinition>, Arc<Instance>)> + '_ {
+    fn launchable(
+        &self,
+        now: Timestamp,
+    ) -> impl Iterator<Item = (Arc<AppDefinition>, Arc<Instance>)> + '_ {
         self.launch_queue.iter().filter_map(move |iid| {
             let inst = self.state.instances.get(iid)?;
             let app = self.state.apps.get(&inst.app_id)?;
-            if self.state.delay_of(app, now).is_some() || inst.config_version < app.version_info.last_config_change_at {
+            if self.state.delay_of(app, now).is_some()
+                || inst.config_version < app.version_info.last_config_change_at
+            {
                 return None;
             }
             Some((app.clone(), inst.clone()))
@@ -899,18 +1172,37 @@ impl Scheduler {
         }
         self.flush(ops);
         if launches.is_empty() {
-            self.effects.push_back(Effect::Decline { offer: offer.id, refuse: self.config.decline_offer_duration });
+            self.effects.push_back(Effect::Decline {
+                offer: offer.id,
+                refuse: self.config.decline_offer_duration,
+            });
         } else {
-            self.effects.push_back(Effect::Launch { offer: offer.id, tasks: launches });
+            self.effects.push_back(Effect::Launch {
+                offer: offer.id,
+                tasks: launches,
+            });
         }
     }
 
-    fn start_task(&mut self, now: Timestamp, app: &AppDefinition, inst: &Instance, offer: &Offer, host_ports: Vec<u32>, ops: &mut Vec<StoreOp>) -> LaunchSpec {
+    fn start_task(
+        &mut self,
+        now: Timestamp,
+        app: &AppDefinition,
+        inst: &Instance,
+        offer: &Offer,
+        host_ports: Vec<u32>,
+        ops: &mut Vec<StoreOp>,
+    ) -> LaunchSpec {
         let mut i = inst.clone();
         i.incarnation += 1;
         let task_id = TaskId::new(&i.id, i.incarnation);
         i.run_spec_version = app.version;
-        i.agent = Some(AgentInfo { agent_id: offer.agent_id.clone(), host: offer.hostname.clone(), region: offer.region.clone(), zone: offer.zone.clone() });
+        i.agent = Some(AgentInfo {
+            agent_id: offer.agent_id.clone(),
+            host: offer.hostname.clone(),
+            region: offer.region.clone(),
+            zone: offer.zone.clone(),
+        });
         i.task = Some(Task {
             task_id: task_id.clone(),
             state: TaskState::Staging,
@@ -921,7 +1213,14 @@ impl Scheduler {
             message: None,
             kill_sent: false,
         });
-        let spec = build_launch(app, &task_id, &i.id, offer, host_ports, self.config.env_vars_prefix.as_deref());
+        let spec = build_launch(
+            app,
+            &task_id,
+            &i.id,
+            offer,
+            host_ports,
+            self.config.env_vars_prefix.as_deref(),
+        );
         self.store_instance(i, ops);
         spec
     }
@@ -933,12 +1232,21 @@ impl Scheduler {
             status.state = TaskState::Gone;
         }
         let mut ops = Vec::new();
-        let inst = status.task_id.instance_id().and_then(|iid| self.state.instances.get(&iid).cloned());
-        let current = inst.as_ref().filter(|i| i.task.as_ref().is_some_and(|t| t.task_id == status.task_id));
+        let inst = status
+            .task_id
+            .instance_id()
+            .and_then(|iid| self.state.instances.get(&iid).cloned());
+        let current = inst
+            .as_ref()
+            .filter(|i| i.task.as_ref().is_some_and(|t| t.task_id == status.task_id));
         let Some(inst) = current.cloned() else {
             // A task Pacer does not know (or an older incarnation): it must not keep running.
             if !status.state.is_terminal() {
-                self.effects.push_back(Effect::Kill(KillRequest { task_id: status.task_id, agent_id: status.agent_id, grace: None }));
+                self.effects.push_back(Effect::Kill(KillRequest {
+                    task_id: status.task_id,
+                    agent_id: status.agent_id,
+                    grace: None,
+                }));
             }
             return;
         };
@@ -972,7 +1280,9 @@ impl Scheduler {
                         slave_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
                     };
                     ops.push(put(keys::TASK_FAILURE, i.app_id.as_str(), &failure));
-                    self.state.task_failures.insert(i.app_id.clone(), Arc::new(failure));
+                    self.state
+                        .task_failures
+                        .insert(i.app_id.clone(), Arc::new(failure));
                 }
                 if adds_backoff(status.state) && i.goal == Goal::Running {
                     self.back_off(&app, now);
@@ -996,19 +1306,37 @@ impl Scheduler {
     fn back_off(&mut self, app: &AppDefinition, now: Timestamp) {
         let max = Duration::from_secs(app.max_launch_delay_seconds);
         let config = app.version_info.last_config_change_at;
-        let prev = self.state.delays.get(&app.id).filter(|d| d.config_version == config);
+        let prev = self
+            .state
+            .delays
+            .get(&app.id)
+            .filter(|d| d.config_version == config);
         // A config that ran without failing for longer than the maximum delay starts over.
         let prev = prev.filter(|d| now < d.deadline.plus(max));
         let delay = match prev {
             None => Duration::from_secs(app.backoff_seconds).min(max),
             Some(d) => d.delay.mul_f64(app.backoff_factor).min(max),
         };
-        self.state.delays.insert(app.id.clone(), Delay { config_version: config, delay, deadline: now.plus(delay) });
+        self.state.delays.insert(
+            app.id.clone(),
+            Delay {
+                config_version: config,
+                delay,
+                deadline: now.plus(delay),
+            },
+        );
     }
 }
 
 /// Builds the task for one instance: command, container and the environment of Marathon §14.5.
-pub fn build_launch(app: &AppDefinition, task_id: &TaskId, instance_id: &InstanceId, offer: &Offer, host_ports: Vec<u32>, prefix: Option<&str>) -> LaunchSpec {
+pub fn build_launch(
+    app: &AppDefinition,
+    task_id: &TaskId,
+    instance_id: &InstanceId,
+    offer: &Offer,
+    host_ports: Vec<u32>,
+    prefix: Option<&str>,
+) -> LaunchSpec {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &app.env {
         if let EnvValue::Plain(s) = v {
@@ -1021,14 +1349,29 @@ pub fn build_launch(app: &AppDefinition, task_id: &TaskId, instance_id: &Instanc
     let mut ports: Vec<(u32, i64, Option<String>)> = Vec::new();
     if host_networking {
         for (i, d) in app.port_definitions.iter().flatten().enumerate() {
-            ports.push((host_ports.get(i).copied().unwrap_or(0), d.port, d.name.clone()));
+            ports.push((
+                host_ports.get(i).copied().unwrap_or(0),
+                d.port,
+                d.name.clone(),
+            ));
         }
     } else {
         let mut hp = host_ports.iter();
-        let bridge = app.networks.iter().any(|n| n.mode == NetworkMode::ContainerBridge);
+        let bridge = app
+            .networks
+            .iter()
+            .any(|n| n.mode == NetworkMode::ContainerBridge);
         for m in app.port_mappings() {
-            let host = if m.host_port.is_some() || bridge { hp.next().copied() } else { None };
-            ports.push((host.unwrap_or(m.container_port as u32), m.container_port, m.name.clone()));
+            let host = if m.host_port.is_some() || bridge {
+                hp.next().copied()
+            } else {
+                None
+            };
+            ports.push((
+                host.unwrap_or(m.container_port as u32),
+                m.container_port,
+                m.name.clone(),
+            ));
         }
     }
     for (i, (port, requested, name)) in ports.iter().enumerate() {
@@ -1037,12 +1380,22 @@ pub fn build_launch(app: &AppDefinition, task_id: &TaskId, instance_id: &Instanc
             env.insert(format!("{p}PORT_{requested}"), port.to_string());
         }
         if let Some(n) = name {
-            env.insert(format!("{p}PORT_{}", n.to_ascii_uppercase().replace('-', "_")), port.to_string());
+            env.insert(
+                format!("{p}PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                port.to_string(),
+            );
         }
     }
     if let Some((first, _, _)) = ports.first() {
         env.insert(format!("{p}PORT"), first.to_string());
-        env.insert(format!("{p}PORTS"), ports.iter().map(|(x, _, _)| x.to_string()).collect::<Vec<_>>().join(","));
+        env.insert(
+            format!("{p}PORTS"),
+            ports
+                .iter()
+                .map(|(x, _, _)| x.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     env.insert(format!("{p}HOST"), offer.hostname.clone());
     env.insert("MESOS_TASK_ID".into(), task_id.to_string());
@@ -1055,7 +1408,17 @@ pub fn build_launch(app: &AppDefinition, task_id: &TaskId, instance_id: &Instanc
     env.insert("MARATHON_APP_RESOURCE_MEM".into(), num(app.mem));
     env.insert("MARATHON_APP_RESOURCE_DISK".into(), num(app.disk));
     env.insert("MARATHON_APP_RESOURCE_GPUS".into(), app.gpus.to_string());
-    let sanitize = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect::<String>();
+    let sanitize = |s: &str| {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>()
+    };
     let mut label_names = Vec::new();
     for (k, v) in &app.labels {
         if k.len() > 512 || v.len() > 512 {
@@ -1072,46 +1435,58 @@ pub fn build_launch(app: &AppDefinition, task_id: &TaskId, instance_id: &Instanc
         (None, false) => CommandSpec::Args(app.args.clone()),
         (None, true) => CommandSpec::ImageDefault,
     };
-    let docker = app.container.as_ref().filter(|c| c.kind == crate::app::ContainerType::Docker).and_then(|c| {
-        let d = c.docker.as_ref()?;
-        let network = match app.networks.first().map(|n| (n.mode, n.name.clone())) {
-            Some((NetworkMode::ContainerBridge, _)) => NetworkSpec::Bridge,
-            Some((NetworkMode::Container, name)) => NetworkSpec::Container(name),
-            _ => NetworkSpec::Host,
-        };
-        let mut hp = host_ports.iter();
-        let bridge = network == NetworkSpec::Bridge;
-        let port_mappings = c
-            .port_mappings
-            .iter()
-            .flatten()
-            .map(|m| PortMappingSpec {
-                container_port: m.container_port as u32,
-                host_port: if m.host_port.is_some() || bridge { hp.next().copied() } else { None },
-                protocol: m.protocol.clone(),
-            })
-            .collect();
-        let volumes = c
-            .volumes
-            .iter()
-            .filter_map(|v| {
-                Some(VolumeSpec {
-                    container_path: v.get("containerPath")?.as_str()?.to_string(),
-                    host_path: v.get("hostPath")?.as_str()?.to_string(),
-                    read_only: v.get("mode").and_then(|m| m.as_str()) == Some("RO"),
+    let docker = app
+        .container
+        .as_ref()
+        .filter(|c| c.kind == crate::app::ContainerType::Docker)
+        .and_then(|c| {
+            let d = c.docker.as_ref()?;
+            let network = match app.networks.first().map(|n| (n.mode, n.name.clone())) {
+                Some((NetworkMode::ContainerBridge, _)) => NetworkSpec::Bridge,
+                Some((NetworkMode::Container, name)) => NetworkSpec::Container(name),
+                _ => NetworkSpec::Host,
+            };
+            let mut hp = host_ports.iter();
+            let bridge = network == NetworkSpec::Bridge;
+            let port_mappings = c
+                .port_mappings
+                .iter()
+                .flatten()
+                .map(|m| PortMappingSpec {
+                    container_port: m.container_port as u32,
+                    host_port: if m.host_port.is_some() || bridge {
+                        hp.next().copied()
+                    } else {
+                        None
+                    },
+                    protocol: m.protocol.clone(),
                 })
+                .collect();
+            let volumes = c
+                .volumes
+                .iter()
+                .filter_map(|v| {
+                    Some(VolumeSpec {
+                        container_path: v.get("containerPath")?.as_str()?.to_string(),
+                        host_path: v.get("hostPath")?.as_str()?.to_string(),
+                        read_only: v.get("mode").and_then(|m| m.as_str()) == Some("RO"),
+                    })
+                })
+                .collect();
+            Some(DockerSpec {
+                image: d.image.clone(),
+                force_pull: d.force_pull_image,
+                privileged: d.privileged,
+                parameters: d
+                    .parameters
+                    .iter()
+                    .map(|p| (p.key.clone(), p.value.clone()))
+                    .collect(),
+                network,
+                port_mappings,
+                volumes,
             })
-            .collect();
-        Some(DockerSpec {
-            image: d.image.clone(),
-            force_pull: d.force_pull_image,
-            privileged: d.privileged,
-            parameters: d.parameters.iter().map(|p| (p.key.clone(), p.value.clone())).collect(),
-            network,
-            port_mappings,
-            volumes,
-        })
-    });
+        });
     LaunchSpec {
         task_id: task_id.clone(),
         instance_id: instance_id.clone(),

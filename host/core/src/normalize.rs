@@ -90,7 +90,10 @@ pub struct AppPatch {
 /// Parses a JSON value into a patch; type errors become violations with Marathon's
 /// `error.expected.*` codes at the offending path.
 pub fn parse_app_patch(value: Value) -> Result<AppPatch, Vec<Violation>> {
-    let keys: Vec<String> = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    let keys: Vec<String> = value
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default();
     let mut patch = serde_path_to_error::deserialize::<_, AppPatch>(value).map_err(|e| {
         let path = marathon_path(&e.path().to_string());
         vec![Violation::new(path, expected_code(&e.inner().to_string()))]
@@ -129,7 +132,11 @@ fn expected_code(msg: &str) -> String {
     let expected = msg.split("expected ").nth(1).unwrap_or("");
     let code = if msg.starts_with("unknown variant") {
         "error.expected.validenumvalue"
-    } else if expected.starts_with("f64") || expected.starts_with("i64") || expected.contains("integer") || expected.starts_with("u") && expected.len() <= 4 {
+    } else if expected.starts_with("f64")
+        || expected.starts_with("i64")
+        || expected.contains("integer")
+        || expected.starts_with("u") && expected.len() <= 4
+    {
         "error.expected.jsnumber"
     } else if expected.starts_with("a string") {
         "error.expected.jsstring"
@@ -196,10 +203,17 @@ impl AppDefinition {
             labels: BTreeMap::new(),
             accepted_resource_roles: None,
             version: now,
-            version_info: VersionInfo { last_scaling_at: now, last_config_change_at: now },
+            version_info: VersionInfo {
+                last_scaling_at: now,
+                last_config_change_at: now,
+            },
             require_ports: false,
             port_definitions: None,
-            networks: vec![Network { mode: NetworkMode::Host, name: None, labels: None }],
+            networks: vec![Network {
+                mode: NetworkMode::Host,
+                name: None,
+                labels: None,
+            }],
             kill_selection: KillSelection::YoungestFirst,
             unreachable_strategy: UnreachableStrategy::default(),
             task_kill_grace_period_seconds: None,
@@ -214,23 +228,36 @@ impl AppDefinition {
     }
 }
 
-const ARCHIVE_SUFFIXES: [&str; 7] = [".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip"];
+const ARCHIVE_SUFFIXES: [&str; 7] = [
+    ".tgz", ".tar.gz", ".tbz2", ".tar.bz2", ".txz", ".tar.xz", ".zip",
+];
 
 impl AppPatch {
     /// True when the patch is a rollback request: only `id` and `version` given.
     pub fn is_version_only(&self) -> bool {
-        self.version.is_some() && self.present_keys.iter().all(|k| k == "id" || k == "version")
+        self.version.is_some()
+            && self
+                .present_keys
+                .iter()
+                .all(|k| k == "id" || k == "version")
     }
 
     /// Resolves the patch's id (if any) against the context's base group.
     pub fn resolve_id(&self, ctx: &NormalizeContext) -> Option<Result<PathId, PathError>> {
-        self.id.as_deref().map(|raw| PathId::parse_app_id(raw, ctx.base))
+        self.id
+            .as_deref()
+            .map(|raw| PathId::parse_app_id(raw, ctx.base))
     }
 
     /// Folds this patch onto `base` (a partial update) or onto the defaults (create, or a full
     /// replacement with `partialUpdate=false`), normalising deprecated forms.
     /// `id` is the already resolved id. Versions are left for the caller to set.
-    pub fn apply(&self, id: PathId, base: Option<&AppDefinition>, ctx: &NormalizeContext) -> Result<AppDefinition, Vec<Violation>> {
+    pub fn apply(
+        &self,
+        id: PathId,
+        base: Option<&AppDefinition>,
+        ctx: &NormalizeContext,
+    ) -> Result<AppDefinition, Vec<Violation>> {
         let mut errs = Collector::default();
         let mut app = match base {
             Some(b) => b.clone(),
@@ -291,17 +318,28 @@ impl AppPatch {
             (None, None) => {}
         }
         if p.store_urls.as_ref().is_some_and(|s| !s.is_empty()) {
-            errs.add("/storeUrls", "storeUrls (the artifact store) was removed in Marathon 1.5 and is not supported");
+            errs.add(
+                "/storeUrls",
+                "storeUrls (the artifact store) was removed in Marathon 1.5 and is not supported",
+            );
         }
         if let Some(v) = p.backoff_seconds {
-            errs.check(v >= 0, "/backoffSeconds", format!("got {v}, expected 0 or more"));
+            errs.check(
+                v >= 0,
+                "/backoffSeconds",
+                format!("got {v}, expected 0 or more"),
+            );
             app.backoff_seconds = from_i64_u64(v);
         }
         if let Some(v) = p.backoff_factor {
             app.backoff_factor = v;
         }
         if let Some(v) = p.max_launch_delay_seconds {
-            errs.check(v >= 0, "/maxLaunchDelaySeconds", format!("got {v}, expected 0 or more"));
+            errs.check(
+                v >= 0,
+                "/maxLaunchDelaySeconds",
+                format!("got {v}, expected 0 or more"),
+            );
             app.max_launch_delay_seconds = from_i64_u64(v);
         }
         if let Some(v) = &p.health_checks {
@@ -315,7 +353,10 @@ impl AppPatch {
             for (i, d) in deps.iter().enumerate() {
                 match PathId::resolve(d, &app.id.parent()) {
                     Ok(pid) if !pid.is_root() => out.push(pid),
-                    Ok(_) => errs.add(format!("/dependencies({i})"), "Path must contain at least one path element"),
+                    Ok(_) => errs.add(
+                        format!("/dependencies({i})"),
+                        "Path must contain at least one path element",
+                    ),
                     Err(e) => errs.add(format!("/dependencies({i})"), e.to_string()),
                 }
             }
@@ -340,7 +381,11 @@ impl AppPatch {
             app.unreachable_strategy = v.clone();
         }
         if let Some(v) = p.task_kill_grace_period_seconds {
-            errs.check(v >= 0, "/taskKillGracePeriodSeconds", format!("got {v}, expected 0 or more"));
+            errs.check(
+                v >= 0,
+                "/taskKillGracePeriodSeconds",
+                format!("got {v}, expected 0 or more"),
+            );
             app.task_kill_grace_period_seconds = Some(from_i64_u64(v));
         }
         if let Some(v) = &p.secrets {
@@ -354,8 +399,16 @@ impl AppPatch {
         }
         for (field, src, dst) in [
             ("residency", &p.residency, &mut app.residency),
-            ("executorResources", &p.executor_resources, &mut app.executor_resources),
-            ("resourceLimits", &p.resource_limits, &mut app.resource_limits),
+            (
+                "executorResources",
+                &p.executor_resources,
+                &mut app.executor_resources,
+            ),
+            (
+                "resourceLimits",
+                &p.resource_limits,
+                &mut app.resource_limits,
+            ),
             ("check", &p.check, &mut app.check),
         ] {
             let _ = field;
@@ -372,7 +425,15 @@ impl AppPatch {
         }
         let mut networks_changed = false;
         if let Some(n) = &p.networks {
-            app.networks = if n.is_empty() { vec![Network { mode: NetworkMode::Host, name: None, labels: None }] } else { n.clone() };
+            app.networks = if n.is_empty() {
+                vec![Network {
+                    mode: NetworkMode::Host,
+                    name: None,
+                    labels: None,
+                }]
+            } else {
+                n.clone()
+            };
             networks_changed = true;
         } else if let Some(net) = &deprecated_net {
             let mode = match net.as_str() {
@@ -380,7 +441,10 @@ impl AppPatch {
                 "BRIDGE" => Some(NetworkMode::ContainerBridge),
                 "USER" => Some(NetworkMode::Container),
                 "NONE" => {
-                    errs.add("/container/docker/network", "NONE networking is not supported");
+                    errs.add(
+                        "/container/docker/network",
+                        "NONE networking is not supported",
+                    );
                     None
                 }
                 _ => {
@@ -389,14 +453,30 @@ impl AppPatch {
                 }
             };
             if let Some(mode) = mode {
-                let name = p.ip_address.as_ref().and_then(|ip| ip.get("networkName")).and_then(|v| v.as_str()).map(str::to_string);
-                app.networks = vec![Network { mode, name, labels: None }];
+                let name = p
+                    .ip_address
+                    .as_ref()
+                    .and_then(|ip| ip.get("networkName"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                app.networks = vec![Network {
+                    mode,
+                    name,
+                    labels: None,
+                }];
                 networks_changed = true;
             }
         } else if let Some(ip) = &p.ip_address {
             if !ip.is_null() {
-                let name = ip.get("networkName").and_then(|v| v.as_str()).map(str::to_string);
-                app.networks = vec![Network { mode: NetworkMode::Container, name, labels: None }];
+                let name = ip
+                    .get("networkName")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string);
+                app.networks = vec![Network {
+                    mode: NetworkMode::Container,
+                    name,
+                    labels: None,
+                }];
                 networks_changed = true;
             }
         }
@@ -405,7 +485,10 @@ impl AppPatch {
         if let Some(c) = &p.container {
             let docker = c.docker.as_ref().map(|d| {
                 if d.credential.is_some() {
-                    errs.add("/container/docker/credential", "docker credentials are not supported since Marathon 1.5; use pullConfig");
+                    errs.add(
+                        "/container/docker/credential",
+                        "docker credentials are not supported since Marathon 1.5; use pullConfig",
+                    );
                 }
                 Docker {
                     image: d.image.clone().unwrap_or_default(),
@@ -417,9 +500,15 @@ impl AppPatch {
             });
             let kind = c.kind.unwrap_or(ContainerType::Docker);
             if kind == ContainerType::Docker && docker.is_none() {
-                errs.add("/container/docker", "is required when the container type is DOCKER");
+                errs.add(
+                    "/container/docker",
+                    "is required when the container type is DOCKER",
+                );
             }
-            let mappings = match (&c.port_mappings, docker_in.and_then(|d| d.port_mappings.clone())) {
+            let mappings = match (
+                &c.port_mappings,
+                docker_in.and_then(|d| d.port_mappings.clone()),
+            ) {
                 (Some(_), Some(_)) => {
                     errs.add("/container", "cannot mix deprecated container.docker.portMappings with container.portMappings");
                     None
@@ -439,12 +528,19 @@ impl AppPatch {
 
         // Ports: `ports` (deprecated) vs `portDefinitions`.
         match (&p.ports, &p.port_definitions) {
-            (Some(_), Some(_)) => errs.add("/", "You cannot specify both ports and port definitions"),
+            (Some(_), Some(_)) => {
+                errs.add("/", "You cannot specify both ports and port definitions")
+            }
             (Some(ports), None) => {
                 app.port_definitions = Some(
                     ports
                         .iter()
-                        .map(|&port| PortDefinition { port, protocol: "tcp".into(), name: None, labels: None })
+                        .map(|&port| PortDefinition {
+                            port,
+                            protocol: "tcp".into(),
+                            name: None,
+                            labels: None,
+                        })
                         .collect(),
                 )
             }
@@ -454,23 +550,38 @@ impl AppPatch {
 
         if app.is_host_networking() {
             if let Some(c) = &mut app.container {
-                if p.container.as_ref().is_some_and(|ci| ci.port_mappings.is_some() || docker_in.is_some_and(|d| d.port_mappings.is_some()))
-                    && c.port_mappings.as_ref().is_some_and(|m| !m.is_empty())
+                if p.container.as_ref().is_some_and(|ci| {
+                    ci.port_mappings.is_some()
+                        || docker_in.is_some_and(|d| d.port_mappings.is_some())
+                }) && c.port_mappings.as_ref().is_some_and(|m| !m.is_empty())
                 {
-                    errs.add("/container/portMappings", "portMappings are not allowed with host-networking");
+                    errs.add(
+                        "/container/portMappings",
+                        "portMappings are not allowed with host-networking",
+                    );
                 }
                 c.port_mappings = None;
             }
             if app.port_definitions.is_none() {
-                app.port_definitions = Some(vec![PortDefinition { port: 0, protocol: "tcp".into(), name: Some("default".into()), labels: None }]);
+                app.port_definitions = Some(vec![PortDefinition {
+                    port: 0,
+                    protocol: "tcp".into(),
+                    name: Some("default".into()),
+                    labels: None,
+                }]);
             }
         } else {
-            if p.port_definitions.as_ref().is_some_and(|d| !d.is_empty()) || p.ports.as_ref().is_some_and(|d| !d.is_empty()) {
+            if p.port_definitions.as_ref().is_some_and(|d| !d.is_empty())
+                || p.ports.as_ref().is_some_and(|d| !d.is_empty())
+            {
                 errs.add("/portDefinitions", "Port definitions are only allowed with host networking; use container.portMappings");
             }
             app.port_definitions = None;
             app.require_ports = false;
-            let bridge = app.networks.iter().any(|n| n.mode == NetworkMode::ContainerBridge);
+            let bridge = app
+                .networks
+                .iter()
+                .any(|n| n.mode == NetworkMode::ContainerBridge);
             let c = app.container.get_or_insert_with(|| Container {
                 kind: ContainerType::Mesos,
                 docker: None,
@@ -478,7 +589,9 @@ impl AppPatch {
                 volumes: Vec::new(),
                 linux_info: None,
             });
-            if c.port_mappings.is_none() || networks_changed && base.is_some() && p.container.is_none() {
+            if c.port_mappings.is_none()
+                || networks_changed && base.is_some() && p.container.is_none()
+            {
                 c.port_mappings = Some(vec![PortMapping {
                     container_port: 0,
                     host_port: bridge.then_some(0),
@@ -503,7 +616,12 @@ impl AppPatch {
             if network_check && hc.port.is_none() && hc.port_index.is_none() && has_ports {
                 hc.port_index = Some(0);
             }
-            if hc.path.is_none() && matches!(hc.protocol.as_str(), "HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS") {
+            if hc.path.is_none()
+                && matches!(
+                    hc.protocol.as_str(),
+                    "HTTP" | "HTTPS" | "MESOS_HTTP" | "MESOS_HTTPS"
+                )
+            {
                 hc.path = Some("/".into());
             }
         }
@@ -527,7 +645,11 @@ mod tests {
 
     fn create(v: Value) -> Result<AppDefinition, Vec<Violation>> {
         let (base, now) = ctx(1000);
-        let c = NormalizeContext { base: &base, default_role: "*", now };
+        let c = NormalizeContext {
+            base: &base,
+            default_role: "*",
+            now,
+        };
         let p = parse_app_patch(v)?;
         let id = p.resolve_id(&c).unwrap().unwrap();
         p.apply(id, None, &c)
@@ -548,8 +670,14 @@ mod tests {
         assert!(out.get("constraints").is_none(), "empty arrays are omitted");
         assert_eq!(out["labels"], json!({}));
         assert_eq!(out["networks"], json!([{"mode": "host"}]));
-        assert_eq!(out["unreachableStrategy"], json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}));
-        assert_eq!(out["upgradeStrategy"], json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0}));
+        assert_eq!(
+            out["unreachableStrategy"],
+            json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0})
+        );
+        assert_eq!(
+            out["upgradeStrategy"],
+            json!({"minimumHealthCapacity": 1.0, "maximumOverCapacity": 1.0})
+        );
     }
 
     #[test]
@@ -558,7 +686,12 @@ mod tests {
             "id": "/old", "cmd": "x", "ports": [0, 8080], "uris": ["http://h/a.tgz", "http://h/b.sh"]
         }))
         .unwrap();
-        let ports: Vec<i64> = app.port_definitions.unwrap().iter().map(|p| p.port).collect();
+        let ports: Vec<i64> = app
+            .port_definitions
+            .unwrap()
+            .iter()
+            .map(|p| p.port)
+            .collect();
         assert_eq!(ports, [0, 8080]);
         assert!(app.fetch[0].extract && !app.fetch[1].extract);
 
@@ -578,27 +711,48 @@ mod tests {
     #[test]
     fn type_errors_have_marathon_paths() {
         let errs = create(json!({"id": "/x", "cpus": "lots"})).unwrap_err();
-        assert_eq!(errs, vec![Violation::new("/cpus", "error.expected.jsnumber")]);
-        let errs = create(json!({"id": "/x", "portDefinitions": [{"port": 1}, {"port": "a"}]})).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![Violation::new("/cpus", "error.expected.jsnumber")]
+        );
+        let errs = create(json!({"id": "/x", "portDefinitions": [{"port": 1}, {"port": "a"}]}))
+            .unwrap_err();
         assert_eq!(errs[0].path, "/portDefinitions(1)/port");
-        assert_eq!(marathon_path("container.portMappings[0].containerPort"), "/container/portMappings(0)/containerPort");
+        assert_eq!(
+            marathon_path("container.portMappings[0].containerPort"),
+            "/container/portMappings(0)/containerPort"
+        );
     }
 
     #[test]
     fn mixing_forms_is_rejected() {
-        let errs = create(json!({"id": "/x", "cmd": "a", "ports": [1], "portDefinitions": []})).unwrap_err();
-        assert_eq!(errs[0].message, "You cannot specify both ports and port definitions");
-        let errs = create(json!({"id": "/x", "cmd": "a", "networks": [{"mode": "host"}],
-            "container": {"docker": {"image": "i", "network": "HOST"}}}))
+        let errs = create(json!({"id": "/x", "cmd": "a", "ports": [1], "portDefinitions": []}))
+            .unwrap_err();
+        assert_eq!(
+            errs[0].message,
+            "You cannot specify both ports and port definitions"
+        );
+        let errs = create(
+            json!({"id": "/x", "cmd": "a", "networks": [{"mode": "host"}],
+            "container": {"docker": {"image": "i", "network": "HOST"}}}),
+        )
         .unwrap_err();
-        assert_eq!(errs[0].message, "cannot mix deprecated and canonical network APIs");
+        assert_eq!(
+            errs[0].message,
+            "cannot mix deprecated and canonical network APIs"
+        );
     }
 
     #[test]
     fn partial_update_keeps_other_fields() {
-        let base = create(json!({"id": "/x", "cmd": "a", "mem": 64, "labels": {"a": "b"}})).unwrap();
+        let base =
+            create(json!({"id": "/x", "cmd": "a", "mem": 64, "labels": {"a": "b"}})).unwrap();
         let (root, now) = ctx(2000);
-        let c = NormalizeContext { base: &root, default_role: "*", now };
+        let c = NormalizeContext {
+            base: &root,
+            default_role: "*",
+            now,
+        };
         let p = parse_app_patch(json!({"instances": 3})).unwrap();
         let app = p.apply(base.id.clone(), Some(&base), &c).unwrap();
         assert_eq!(app.instances, 3);
@@ -611,8 +765,14 @@ mod tests {
 
     #[test]
     fn version_only_patch_is_a_rollback() {
-        assert!(parse_app_patch(json!({"id": "/x", "version": "2015-01-01T00:00:00.000Z"})).unwrap().is_version_only());
-        assert!(!parse_app_patch(json!({"version": "v", "cmd": "c"})).unwrap().is_version_only());
+        assert!(
+            parse_app_patch(json!({"id": "/x", "version": "2015-01-01T00:00:00.000Z"}))
+                .unwrap()
+                .is_version_only()
+        );
+        assert!(!parse_app_patch(json!({"version": "v", "cmd": "c"}))
+            .unwrap()
+            .is_version_only());
     }
 
     #[test]

@@ -56,10 +56,19 @@ fn port_requests(app: &AppDefinition) -> Vec<Option<u32>> {
         app.port_definitions
             .iter()
             .flatten()
-            .map(|d| if app.require_ports && d.port > 0 { Some(d.port as u32) } else { None })
+            .map(|d| {
+                if app.require_ports && d.port > 0 {
+                    Some(d.port as u32)
+                } else {
+                    None
+                }
+            })
             .collect()
     } else {
-        let bridge = app.networks.iter().any(|n| n.mode == NetworkMode::ContainerBridge);
+        let bridge = app
+            .networks
+            .iter()
+            .any(|n| n.mode == NetworkMode::ContainerBridge);
         app.port_mappings()
             .iter()
             .filter_map(|m| match m.host_port {
@@ -75,7 +84,10 @@ fn port_requests(app: &AppDefinition) -> Vec<Option<u32>> {
 
 /// Tries to place one instance of `app`; on success takes its resources from `budget` and
 /// returns the host ports in request order.
-pub fn match_offer(app: &AppDefinition, budget: &mut OfferBudget) -> Result<Vec<u32>, RejectReason> {
+pub fn match_offer(
+    app: &AppDefinition,
+    budget: &mut OfferBudget,
+) -> Result<Vec<u32>, RejectReason> {
     if budget.cpus + EPSILON < app.cpus {
         return Err(RejectReason::InsufficientCpus);
     }
@@ -95,7 +107,9 @@ pub fn match_offer(app: &AppDefinition, budget: &mut OfferBudget) -> Result<Vec<
     let mut fixed = vec![None; requests.len()];
     for (i, r) in requests.iter().enumerate() {
         if let Some(p) = r {
-            let pos = free.binary_search(p).map_err(|_| RejectReason::InsufficientPorts)?;
+            let pos = free
+                .binary_search(p)
+                .map_err(|_| RejectReason::InsufficientPorts)?;
             free.remove(pos);
             fixed[i] = Some(*p);
         }
@@ -129,38 +143,64 @@ mod tests {
 
     fn app(v: serde_json::Value) -> AppDefinition {
         let root = PathId::root();
-        let c = NormalizeContext { base: &root, default_role: "*", now: Timestamp::from_millis(1) };
+        let c = NormalizeContext {
+            base: &root,
+            default_role: "*",
+            now: Timestamp::from_millis(1),
+        };
         let p = parse_app_patch(v).unwrap();
-        p.apply(p.resolve_id(&c).unwrap().unwrap(), None, &c).unwrap()
+        p.apply(p.resolve_id(&c).unwrap().unwrap(), None, &c)
+            .unwrap()
     }
 
     fn budget(cpus: f64, mem: f64, ports: &[u32]) -> OfferBudget {
-        OfferBudget { cpus, mem_mb: mem, disk_mb: 1000.0, gpus: 0.0, ports: ports.to_vec() }
+        OfferBudget {
+            cpus,
+            mem_mb: mem,
+            disk_mb: 1000.0,
+            gpus: 0.0,
+            ports: ports.to_vec(),
+        }
     }
 
     #[test]
     fn takes_resources_and_lowest_free_ports() {
-        let a = app(json!({"id": "/a", "cmd": "x", "cpus": 0.5, "mem": 100, "portDefinitions": [{"port": 0}, {"port": 0}]}));
+        let a = app(
+            json!({"id": "/a", "cmd": "x", "cpus": 0.5, "mem": 100, "portDefinitions": [{"port": 0}, {"port": 0}]}),
+        );
         let mut b = budget(1.0, 150.0, &[31000, 31001, 31002, 31003]);
         assert_eq!(match_offer(&a, &mut b), Ok(vec![31000, 31001]));
         assert_eq!(b.ports, vec![31002, 31003]);
-        assert_eq!(match_offer(&a, &mut b), Err(RejectReason::InsufficientMemory));
+        assert_eq!(
+            match_offer(&a, &mut b),
+            Err(RejectReason::InsufficientMemory)
+        );
         let mut b2 = budget(0.4, 256.0, &[31000]);
-        assert_eq!(match_offer(&a, &mut b2), Err(RejectReason::InsufficientCpus));
+        assert_eq!(
+            match_offer(&a, &mut b2),
+            Err(RejectReason::InsufficientCpus)
+        );
     }
 
     #[test]
     fn require_ports_uses_exact_ports() {
-        let a = app(json!({"id": "/a", "cmd": "x", "cpus": 0.1, "mem": 1, "requirePorts": true, "portDefinitions": [{"port": 31005}]}));
+        let a = app(
+            json!({"id": "/a", "cmd": "x", "cpus": 0.1, "mem": 1, "requirePorts": true, "portDefinitions": [{"port": 31005}]}),
+        );
         let mut b = budget(1.0, 256.0, &[31000, 31005]);
         assert_eq!(match_offer(&a, &mut b), Ok(vec![31005]));
-        assert_eq!(match_offer(&a, &mut b), Err(RejectReason::InsufficientPorts));
+        assert_eq!(
+            match_offer(&a, &mut b),
+            Err(RejectReason::InsufficientPorts)
+        );
     }
 
     #[test]
     fn bridge_mappings_pick_host_ports() {
-        let a = app(json!({"id": "/a", "cpus": 0.1, "mem": 1, "networks": [{"mode": "container/bridge"}],
-            "container": {"type": "DOCKER", "docker": {"image": "i"}, "portMappings": [{"containerPort": 80, "hostPort": 0}, {"containerPort": 81, "hostPort": 31009}]}}));
+        let a = app(
+            json!({"id": "/a", "cpus": 0.1, "mem": 1, "networks": [{"mode": "container/bridge"}],
+            "container": {"type": "DOCKER", "docker": {"image": "i"}, "portMappings": [{"containerPort": 80, "hostPort": 0}, {"containerPort": 81, "hostPort": 31009}]}}),
+        );
         let mut b = budget(1.0, 256.0, &[31000, 31009]);
         assert_eq!(match_offer(&a, &mut b), Ok(vec![31000, 31009]));
     }

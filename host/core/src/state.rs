@@ -67,7 +67,10 @@ impl State {
         self.apps.get(id)
     }
 
-    pub fn instances_of<'a>(&'a self, app: &PathId) -> impl Iterator<Item = &'a Arc<Instance>> + 'a {
+    pub fn instances_of<'a>(
+        &'a self,
+        app: &PathId,
+    ) -> impl Iterator<Item = &'a Arc<Instance>> + 'a {
         self.by_app
             .get(app)
             .into_iter()
@@ -76,19 +79,29 @@ impl State {
     }
 
     /// Running deployments that affect `app`.
-    pub fn deployments_of<'a>(&'a self, app: &'a PathId) -> impl Iterator<Item = &'a Arc<Deployment>> + 'a {
-        self.deployments.values().filter(move |d| d.affected_apps.contains(app))
+    pub fn deployments_of<'a>(
+        &'a self,
+        app: &'a PathId,
+    ) -> impl Iterator<Item = &'a Arc<Deployment>> + 'a {
+        self.deployments
+            .values()
+            .filter(move |d| d.affected_apps.contains(app))
     }
 
     /// Apps in `group` and all its subgroups.
-    pub fn apps_under<'a>(&'a self, group: &'a PathId) -> impl Iterator<Item = &'a Arc<AppDefinition>> + 'a {
-        self.apps.values().filter(move |a| a.id.is_descendant_of(group))
+    pub fn apps_under<'a>(
+        &'a self,
+        group: &'a PathId,
+    ) -> impl Iterator<Item = &'a Arc<AppDefinition>> + 'a {
+        self.apps
+            .values()
+            .filter(move |a| a.id.is_descendant_of(group))
     }
 
     /// The backoff delay in force for an app at `now`, if any.
     pub fn delay_of(&self, app: &AppDefinition, now: Timestamp) -> Option<&Delay> {
-        self.delays
-            .get(&app.id)
-            .filter(|d| d.config_version == app.version_info.last_config_change_at && d.deadline > now)
+        self.delays.get(&app.id).filter(|d| {
+            d.config_version == app.version_info.last_config_change_at && d.deadline > now
+        })
     }
 }

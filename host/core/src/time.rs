@@ -58,7 +58,8 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Timestamp::parse(&s).ok_or_else(|| serde::de::Error::custom("error.expected.date.isoformat"))
+        Timestamp::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom("error.expected.date.isoformat"))
     }
 }
 
@@ -70,17 +71,17 @@ mod tests {
     fn formats_with_three_millisecond_digits() {
         let t = Timestamp::from_millis(1_443_194_028_343);
         assert_eq!(t.to_string(), "2015-09-25T15:13:48.343Z");
-        assert_eq!(Timestamp::from_millis(1_443_194_028_000).to_string(), "2015-09-25T15:13:48.000Z");
+        assert_eq!(
+            Timestamp::from_millis(1_443_194_028_000).to_string(),
+            "2015-09-25T15:13:48.000Z"
+        );
     }
 
     #[test]
     fn parses_what_it_prints_and_offsets() {
         let t = Timestamp::from_millis(1_443_194_028_343);
         assert_eq!(Timestamp::parse(&t.to_string()), Some(t));
-        assert_eq!(
-            Timestamp::parse("2015-09-25T17:13:48.343+02:00"),
-            Some(t)
-        );
+        assert_eq!(Timestamp::parse("2015-09-25T17:13:48.343+02:00"), Some(t));
         assert_eq!(Timestamp::parse("yesterday"), None);
     }
 }

@@ -12,7 +12,10 @@ pub struct Violation {
 
 impl Violation {
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Violation { path: path.into(), message: message.into() }
+        Violation {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -33,7 +36,10 @@ pub fn group_by_path(violations: &[Violation]) -> Vec<ViolationDetail> {
                     d.errors.push(v.message.clone())
                 }
             }
-            None => out.push(ViolationDetail { path: v.path.clone(), errors: vec![v.message.clone()] }),
+            None => out.push(ViolationDetail {
+                path: v.path.clone(),
+                errors: vec![v.message.clone()],
+            }),
         }
     }
     out

@@ -4,7 +4,14 @@
 use std::path::Path;
 
 /// Pure crates the core may depend on.
-const ALLOWED: [&str; 6] = ["serde", "serde_json", "thiserror", "time", "serde_path_to_error", "imbl"];
+const ALLOWED: [&str; 6] = [
+    "serde",
+    "serde_json",
+    "thiserror",
+    "time",
+    "serde_path_to_error",
+    "imbl",
+];
 
 /// Paths that mean IO, threads, or reading the clock.
 const FORBIDDEN: [&str; 11] = [
@@ -23,7 +30,8 @@ const FORBIDDEN: [&str; 11] = [
 
 #[test]
 fn core_dependencies_are_pure() {
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     let mut in_deps = false;
     for line in manifest.lines() {
         let line = line.trim();
@@ -33,7 +41,10 @@ fn core_dependencies_are_pure() {
         }
         if in_deps && !line.is_empty() && !line.starts_with('#') {
             let name = line.split(['=', '.', ' ']).next().unwrap();
-            assert!(ALLOWED.contains(&name), "pacer-core must stay pure, but depends on `{name}`");
+            assert!(
+                ALLOWED.contains(&name),
+                "pacer-core must stay pure, but depends on `{name}`"
+            );
         }
     }
 }
@@ -52,9 +63,15 @@ fn core_sources_do_no_io() {
         // Only the non-test part of a file counts.
         let code = text.split("#[cfg(test)]").next().unwrap();
         for bad in FORBIDDEN {
-            assert!(!code.contains(bad), "{name} uses `{bad}`: pacer-core must not do IO or read the clock");
+            assert!(
+                !code.contains(bad),
+                "{name} uses `{bad}`: pacer-core must not do IO or read the clock"
+            );
         }
         checked += 1;
     }
-    assert!(checked >= 10, "expected to scan the core's modules, scanned {checked}");
+    assert!(
+        checked >= 10,
+        "expected to scan the core's modules, scanned {checked}"
+    );
 }

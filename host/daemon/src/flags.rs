@@ -18,7 +18,11 @@ use std::path::PathBuf;
 pub struct Flags {
     /// Address the HTTP API listens on. Defaults to loopback: the API can run commands on this
     /// machine and has no authentication yet.
-    #[arg(long = "http_address", env = "MARATHON_HTTP_ADDRESS", default_value = "127.0.0.1")]
+    #[arg(
+        long = "http_address",
+        env = "MARATHON_HTTP_ADDRESS",
+        default_value = "127.0.0.1"
+    )]
     pub http_address: IpAddr,
 
     /// Port of the HTTP API (0 picks a free port and logs it).
@@ -26,7 +30,11 @@ pub struct Flags {
     pub http_port: u16,
 
     /// Directory for the embedded store and the local agent's task sandboxes.
-    #[arg(long = "data_dir", env = "MARATHON_DATA_DIR", default_value = "pacer-data")]
+    #[arg(
+        long = "data_dir",
+        env = "MARATHON_DATA_DIR",
+        default_value = "pacer-data"
+    )]
     pub data_dir: PathBuf,
 
     /// Host name advertised for this Pacer and used as the local agent's host name.
@@ -34,7 +42,11 @@ pub struct Flags {
     pub hostname: Option<String>,
 
     /// Framework name (shown in /v2/info; registered with Mesos once that backend exists).
-    #[arg(long = "framework_name", env = "MARATHON_FRAMEWORK_NAME", default_value = "marathon")]
+    #[arg(
+        long = "framework_name",
+        env = "MARATHON_FRAMEWORK_NAME",
+        default_value = "marathon"
+    )]
     pub framework_name: String,
 
     /// The default Mesos role of apps.
@@ -42,19 +54,35 @@ pub struct Flags {
     pub mesos_role: String,
 
     /// Lowest service port assigned to apps that ask for port 0.
-    #[arg(long = "local_port_min", env = "MARATHON_LOCAL_PORT_MIN", default_value_t = 10000)]
+    #[arg(
+        long = "local_port_min",
+        env = "MARATHON_LOCAL_PORT_MIN",
+        default_value_t = 10000
+    )]
     pub local_port_min: u16,
 
     /// Highest service port assigned to apps that ask for port 0.
-    #[arg(long = "local_port_max", env = "MARATHON_LOCAL_PORT_MAX", default_value_t = 20000)]
+    #[arg(
+        long = "local_port_max",
+        env = "MARATHON_LOCAL_PORT_MAX",
+        default_value_t = 20000
+    )]
     pub local_port_max: u16,
 
     /// At most this many instances are launched from one offer.
-    #[arg(long = "max_instances_per_offer", env = "MARATHON_MAX_INSTANCES_PER_OFFER", default_value_t = 5)]
+    #[arg(
+        long = "max_instances_per_offer",
+        env = "MARATHON_MAX_INSTANCES_PER_OFFER",
+        default_value_t = 5
+    )]
     pub max_instances_per_offer: usize,
 
     /// How long (ms) a declined offer's resources are not offered again unless something changes.
-    #[arg(long = "decline_offer_duration", env = "MARATHON_DECLINE_OFFER_DURATION", default_value_t = 120_000)]
+    #[arg(
+        long = "decline_offer_duration",
+        env = "MARATHON_DECLINE_OFFER_DURATION",
+        default_value_t = 120_000
+    )]
     pub decline_offer_duration: u64,
 
     /// Prefix for the PORT*/HOST environment variables of tasks.
@@ -62,23 +90,43 @@ pub struct Flags {
     pub env_vars_prefix: Option<String>,
 
     /// Optional features, comma-separated (e.g. gpu_resources, secrets).
-    #[arg(long = "enable_features", env = "MARATHON_ENABLE_FEATURES", value_delimiter = ',')]
+    #[arg(
+        long = "enable_features",
+        env = "MARATHON_ENABLE_FEATURES",
+        value_delimiter = ','
+    )]
     pub enable_features: Vec<String>,
 
     /// Versions kept per app.
-    #[arg(long = "zk_max_versions", env = "MARATHON_ZK_MAX_VERSIONS", default_value_t = 50)]
+    #[arg(
+        long = "zk_max_versions",
+        env = "MARATHON_ZK_MAX_VERSIONS",
+        default_value_t = 50
+    )]
     pub zk_max_versions: usize,
 
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
-    #[arg(long = "logging_level", env = "MARATHON_LOGGING_LEVEL", default_value = "info")]
+    #[arg(
+        long = "logging_level",
+        env = "MARATHON_LOGGING_LEVEL",
+        default_value = "info"
+    )]
     pub logging_level: String,
 
     /// Pacer: host port range(s) the local agent offers, e.g. `31000-32000` or `31000-31100,32000-32100`.
-    #[arg(long = "local_agent_ports", env = "MARATHON_LOCAL_AGENT_PORTS", default_value = "31000-32000")]
+    #[arg(
+        long = "local_agent_ports",
+        env = "MARATHON_LOCAL_AGENT_PORTS",
+        default_value = "31000-32000"
+    )]
     pub local_agent_ports: String,
 
     /// Pacer: attributes of the local agent for placement constraints, e.g. `rack:r1;zone:z1`.
-    #[arg(long = "local_agent_attributes", env = "MARATHON_LOCAL_AGENT_ATTRIBUTES", default_value = "")]
+    #[arg(
+        long = "local_agent_attributes",
+        env = "MARATHON_LOCAL_AGENT_ATTRIBUTES",
+        default_value = ""
+    )]
     pub local_agent_attributes: String,
 
     /// Pacer: CPUs the local agent offers (default: this machine's CPUs).
@@ -90,7 +138,11 @@ pub struct Flags {
     pub local_agent_mem: Option<f64>,
 
     /// Pacer: default SIGTERM→SIGKILL grace (ms) for tasks without taskKillGracePeriodSeconds.
-    #[arg(long = "local_agent_kill_grace", env = "MARATHON_LOCAL_AGENT_KILL_GRACE", default_value_t = 3000)]
+    #[arg(
+        long = "local_agent_kill_grace",
+        env = "MARATHON_LOCAL_AGENT_KILL_GRACE",
+        default_value_t = 3000
+    )]
     pub local_agent_kill_grace: u64,
 }
 
@@ -99,9 +151,18 @@ pub fn parse_port_ranges(s: &str) -> Result<Vec<pacer_core::cluster::PortRange>,
     s.split(',')
         .filter(|p| !p.trim().is_empty())
         .map(|part| {
-            let (a, b) = part.trim().split_once('-').unwrap_or((part.trim(), part.trim()));
-            let begin: u32 = a.trim().parse().map_err(|_| format!("bad port range `{part}`"))?;
-            let end: u32 = b.trim().parse().map_err(|_| format!("bad port range `{part}`"))?;
+            let (a, b) = part
+                .trim()
+                .split_once('-')
+                .unwrap_or((part.trim(), part.trim()));
+            let begin: u32 = a
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad port range `{part}`"))?;
+            let end: u32 = b
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad port range `{part}`"))?;
             if begin > end || end > 65535 || begin == 0 {
                 return Err(format!("bad port range `{part}`"));
             }
@@ -111,12 +172,16 @@ pub fn parse_port_ranges(s: &str) -> Result<Vec<pacer_core::cluster::PortRange>,
 }
 
 /// Parses Mesos-style attributes `rack:r1;zone:z1`; numbers become scalars.
-pub fn parse_attributes(s: &str) -> Result<std::collections::BTreeMap<String, pacer_core::cluster::AttributeValue>, String> {
+pub fn parse_attributes(
+    s: &str,
+) -> Result<std::collections::BTreeMap<String, pacer_core::cluster::AttributeValue>, String> {
     use pacer_core::cluster::AttributeValue;
     s.split(';')
         .filter(|p| !p.trim().is_empty())
         .map(|part| {
-            let (k, v) = part.split_once(':').ok_or_else(|| format!("bad attribute `{part}` (expected name:value)"))?;
+            let (k, v) = part
+                .split_once(':')
+                .ok_or_else(|| format!("bad attribute `{part}` (expected name:value)"))?;
             let value = match v.trim().parse::<f64>() {
                 Ok(x) => AttributeValue::Scalar(x),
                 Err(_) => AttributeValue::Text(v.trim().to_string()),

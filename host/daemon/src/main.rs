@@ -21,7 +21,10 @@ use tracing::{error, info};
 fn main() -> std::process::ExitCode {
     let flags = Flags::parse();
     init_tracing(&flags.logging_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pacer: cannot start the async runtime: {e}");
@@ -39,23 +42,37 @@ fn main() -> std::process::ExitCode {
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},tower_http=warn,hyper=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},tower_http=warn,hyper=warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn machine_hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into())
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 async fn run(flags: Flags) -> anyhow::Result<()> {
     let hostname = flags.hostname.clone().unwrap_or_else(machine_hostname);
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&flags.data_dir).context("cannot open the embedded store")?);
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&flags.data_dir).context("cannot open the embedded store")?);
     info!(message = "Store opened.", store = %store.describe());
 
     let config = Config {
         default_role: flags.mesos_role.clone(),
-        features: flags.enable_features.iter().filter(|f| !f.is_empty()).cloned().collect(),
+        features: flags
+            .enable_features
+            .iter()
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .collect(),
         local_port_min: flags.local_port_min as i64,
         local_port_max: flags.local_port_max as i64,
         max_instances_per_offer: flags.max_instances_per_offer.max(1),
@@ -64,12 +81,21 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         env_vars_prefix: flags.env_vars_prefix.clone(),
     };
     let mut seed = [0u8; 8];
-    getrandom::getrandom(&mut seed).map_err(|e| anyhow::anyhow!("cannot read random bytes for ids: {e}"))?;
+    getrandom::getrandom(&mut seed)
+        .map_err(|e| anyhow::anyhow!("cannot read random bytes for ids: {e}"))?;
     let mut core = Scheduler::new(config, u64::from_le_bytes(seed));
-    let entries = tokio::task::block_in_place(|| store.scan("")).context("cannot read the store")?;
+    let entries =
+        tokio::task::block_in_place(|| store.scan("")).context("cannot read the store")?;
     let n = entries.len();
-    core.restore(entries).map_err(anyhow::Error::msg).context("cannot recover state from the store")?;
-    info!(message = "State recovered.", records = n, apps = core.snapshot().apps.len(), instances = core.snapshot().instances.len());
+    core.restore(entries)
+        .map_err(anyhow::Error::msg)
+        .context("cannot recover state from the store")?;
+    info!(
+        message = "State recovered.",
+        records = n,
+        apps = core.snapshot().apps.len(),
+        instances = core.snapshot().instances.len()
+    );
 
     let (event_tx, event_rx) = mpsc::unbounded_channel::<ClusterEvent>();
     let sink: ClusterEventSink = Arc::new(move |ev| {
@@ -77,8 +103,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     });
     let mut local = LocalConfig::new(flags.data_dir.clone());
     local.hostname = hostname.clone();
-    local.ports = flags::parse_port_ranges(&flags.local_agent_ports).map_err(anyhow::Error::msg).context("--local_agent_ports")?;
-    local.attributes = flags::parse_attributes(&flags.local_agent_attributes).map_err(anyhow::Error::msg).context("--local_agent_attributes")?;
+    local.ports = flags::parse_port_ranges(&flags.local_agent_ports)
+        .map_err(anyhow::Error::msg)
+        .context("--local_agent_ports")?;
+    local.attributes = flags::parse_attributes(&flags.local_agent_attributes)
+        .map_err(anyhow::Error::msg)
+        .context("--local_agent_attributes")?;
     local.cpus = flags.local_agent_cpus;
     local.mem_mb = flags.local_agent_mem;
     local.default_kill_grace = Duration::from_millis(flags.local_agent_kill_grace);
@@ -86,7 +116,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind((flags.http_address, flags.http_port))
         .await
-        .with_context(|| format!("cannot listen on {}:{}", flags.http_address, flags.http_port))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{}",
+                flags.http_address, flags.http_port
+            )
+        })?;
     let addr = listener.local_addr()?;
     let leader = format!("{hostname}:{}", addr.port());
     let info = ServerInfo {
@@ -103,7 +138,12 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     info!(message = "Pacer listening.", address = %format!("http://{addr}"), leader = %leader);
     eprintln!("pacer: listening on http://{addr}");
 
-    let runtime = runtime::Runtime { core, store, cluster, api };
+    let runtime = runtime::Runtime {
+        core,
+        store,
+        cluster,
+        api,
+    };
     let scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::select! {

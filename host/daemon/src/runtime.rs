@@ -96,7 +96,11 @@ impl Runtime {
     }
 
     /// Runs until the command channel closes (shutdown) or a write fails outside a command.
-    pub async fn run(mut self, mut commands: mpsc::Receiver<Request>, mut events: mpsc::UnboundedReceiver<ClusterEvent>) -> Result<(), FatalStoreError> {
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Request>,
+        mut events: mpsc::UnboundedReceiver<ClusterEvent>,
+    ) -> Result<(), FatalStoreError> {
         self.core.converge_all(now());
         self.execute()?;
         self.publish();
@@ -114,7 +118,9 @@ impl Runtime {
                 wanted = Some(wants);
             }
             let sleep = match self.core.next_deadline(t) {
-                Some(d) => Duration::from_millis(d.as_millis().saturating_sub(t.as_millis()).max(1)),
+                Some(d) => {
+                    Duration::from_millis(d.as_millis().saturating_sub(t.as_millis()).max(1))
+                }
                 None => Duration::from_secs(3600),
             };
             tokio::select! {

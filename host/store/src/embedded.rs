@@ -224,7 +224,10 @@ mod tests {
         {
             let store = EmbeddedStore::open(dir.path()).unwrap();
             store
-                .apply(&[put("app//prod/web", b"{\"id\":\"/prod/web\"}"), put("meta/x", b"1")])
+                .apply(&[
+                    put("app//prod/web", b"{\"id\":\"/prod/web\"}"),
+                    put("meta/x", b"1"),
+                ])
                 .unwrap();
             store
                 .apply(&[StoreOp::Delete {
@@ -319,7 +322,12 @@ mod tests {
         let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
         let test_name = format!("{module}::data_survives_sigkill_after_apply");
         let child = Command::new(std::env::current_exe().unwrap())
-            .args([test_name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                test_name.as_str(),
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CRASH_DIR_ENV, dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -21,7 +21,9 @@ impl MemStore {
     /// Applying ops cannot fail half-way, so a poisoned lock still guards a consistent map and
     /// it is safe to keep using it.
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
-        self.entries.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.entries
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 }
 

@@ -19,7 +19,10 @@ pub fn conformance_suite(make: &dyn Fn() -> Box<dyn Store>) {
         ("scan_respects_prefix", scan_respects_prefix),
         ("scan_is_sorted", scan_is_sorted),
         ("binary_values", binary_values),
-        ("readers_never_see_half_a_batch", readers_never_see_half_a_batch),
+        (
+            "readers_never_see_half_a_batch",
+            readers_never_see_half_a_batch,
+        ),
     ];
     for (name, check) in checks {
         let store = make();
@@ -74,7 +77,10 @@ fn empty_batch(store: &dyn Store) {
     store.apply(&[]).unwrap();
     store.apply(&[put("meta/k", b"v")]).unwrap();
     store.apply(&[]).unwrap();
-    assert_eq!(store.scan("").unwrap(), vec![("meta/k".to_string(), b"v".to_vec())]);
+    assert_eq!(
+        store.scan("").unwrap(),
+        vec![("meta/k".to_string(), b"v".to_vec())]
+    );
 }
 
 fn batch_is_applied_entirely(store: &dyn Store) {
@@ -138,7 +144,13 @@ fn scan_respects_prefix(store: &dyn Store) {
     );
     assert_eq!(
         keys(&store.scan("app").unwrap()),
-        ["app", "app-version//web/2024", "app//api", "app//web", "app0"]
+        [
+            "app",
+            "app-version//web/2024",
+            "app//api",
+            "app//web",
+            "app0"
+        ]
     );
     assert_eq!(keys(&store.scan("app//web").unwrap()), ["app//web"]);
     assert!(store.scan("deployment/").unwrap().is_empty());
@@ -149,8 +161,14 @@ fn scan_respects_prefix(store: &dyn Store) {
 fn scan_is_sorted(store: &dyn Store) {
     // Inserted out of order, over several batches, including non-ASCII keys.
     let inserted = [
-        "instance/z", "instance/a", "instance/é", "instance/A", "instance/a/b", "instance/10",
-        "instance/9", "instance/ä",
+        "instance/z",
+        "instance/a",
+        "instance/é",
+        "instance/A",
+        "instance/a/b",
+        "instance/10",
+        "instance/9",
+        "instance/ä",
     ];
     for pair in inserted.chunks(3) {
         let batch: Vec<StoreOp> = pair.iter().map(|key| put(key, key.as_bytes())).collect();
@@ -202,7 +220,10 @@ fn readers_never_see_half_a_batch(store: &dyn Store) {
         for round in 1..=ROUNDS {
             let value = round.to_string().into_bytes();
             store
-                .apply(&[put("instance/pair-a", &value), put("instance/pair-b", &value)])
+                .apply(&[
+                    put("instance/pair-a", &value),
+                    put("instance/pair-b", &value),
+                ])
                 .unwrap();
         }
         done.store(true, Ordering::Release);
