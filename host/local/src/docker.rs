@@ -43,7 +43,15 @@ pub(crate) fn run_args(
     name: &str,
     sandbox: &Path,
 ) -> Vec<String> {
-    let mut a: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), name.into()];
+    // `--init`: a process running as PID 1 ignores SIGTERM unless it installs a handler, so
+    // without an init every kill of a container would wait out the whole grace period.
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--init".into(),
+        "--name".into(),
+        name.into(),
+    ];
     if docker.network != NetworkSpec::Host {
         for pm in &docker.port_mappings {
             let Some(host) = pm.host_port else { continue };
@@ -307,7 +315,7 @@ mod tests {
         );
         let args = run_args(&s, s.docker.as_ref().unwrap(), "web.x", Path::new("/sb"));
         let line = args.join(" ");
-        let expected = "run --rm --name web.x -p 31001:80/tcp -p 31001:80/udp -e PORT0=31001 \
+        let expected = "run --rm --init --name web.x -p 31001:80/tcp -p 31001:80/udp -e PORT0=31001 \
             -e MESOS_SANDBOX=/mnt/mesos/sandbox -v /sb:/mnt/mesos/sandbox --privileged --pull always \
             -v /srv/data:/data:ro -v /sb/cache:/cache --network bridge --memory-swap 64m \
             --label MESOS_TASK_ID=web.instance-u1._app.1 --entrypoint /bin/sh nginx:1 -c nginx -g 'daemon off;'";

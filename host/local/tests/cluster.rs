@@ -737,7 +737,7 @@ async fn docker_task_runs_through_the_cli() {
     let sandbox = a.cluster.sandbox_dir(&id);
     let out = read(sandbox.join("stdout"));
     let expected = format!(
-        "run --rm --name {id} -p 31002:80/tcp -e HOST=test-host -e MESOS_SANDBOX=/mnt/mesos/sandbox \
+        "run --rm --init --name {id} -p 31002:80/tcp -e HOST=test-host -e MESOS_SANDBOX=/mnt/mesos/sandbox \
          -v {}:/mnt/mesos/sandbox --network bridge --label MESOS_TASK_ID={id} --entrypoint /bin/sh busybox:1 -c echo hello\n",
         sandbox.display()
     );
