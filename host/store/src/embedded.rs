@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use redb::{Database, DatabaseError, Durability, TableDefinition};
+use redb::{Database, Durability, TableDefinition};
 
 use crate::{Store, StoreError, StoreOp};
 
@@ -30,25 +30,12 @@ impl EmbeddedStore {
             source,
         })?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|err| open_error(&path, err))?;
+        let db = Database::create(&path).map_err(open_error(&path))?;
 
         // Create the table up front so read transactions never see "table does not exist".
-        let init = || -> Result<(), redb::Error> {
-            let txn = db.begin_write()?;
-            txn.open_table(ENTRIES)?;
-            txn.commit()?;
-            Ok(())
-        };
-        init().map_err(|err| match err {
-            redb::Error::Corrupted(detail) => StoreError::Corrupted {
-                action: format!("initialise {}", path.display()),
-                detail,
-            },
-            source => StoreError::Open {
-                path: path.clone(),
-                source,
-            },
-        })?;
+        let txn = db.begin_write().map_err(open_error(&path))?;
+        txn.open_table(ENTRIES).map_err(open_error(&path))?;
+        txn.commit().map_err(open_error(&path))?;
 
         Ok(Self { db, path })
     }
@@ -59,9 +46,10 @@ impl EmbeddedStore {
     }
 }
 
-/// Turns redb's open error into ours, singling out the two cases an operator can act on.
-fn open_error(path: &Path, err: DatabaseError) -> StoreError {
-    match redb::Error::from(err) {
+/// Converts an error met while opening `path`, singling out the cases an operator can act on:
+/// a lock held elsewhere and a damaged file.
+fn open_error<E: Into<redb::Error>>(path: &Path) -> impl FnOnce(E) -> StoreError + '_ {
+    move |err| match err.into() {
         redb::Error::DatabaseAlreadyOpen => StoreError::AlreadyOpen {
             path: path.to_path_buf(),
         },
@@ -71,19 +59,22 @@ fn open_error(path: &Path, err: DatabaseError) -> StoreError {
         },
         source => StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            source: Box::new(source),
         },
     }
 }
 
-/// Wraps any redb error met while doing `action`, keeping corruption distinguishable.
-fn backend_error(action: &'static str) -> impl FnOnce(redb::Error) -> StoreError {
-    move |source| match source {
+/// Converts an error met while doing `action`, keeping corruption distinguishable.
+fn backend_error<E: Into<redb::Error>>(action: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |err| match err.into() {
         redb::Error::Corrupted(detail) => StoreError::Corrupted {
             action: action.to_string(),
             detail,
         },
-        source => StoreError::Io { action, source },
+        source => StoreError::Io {
+            action,
+            source: Box::new(source),
+        },
     }
 }
 
@@ -96,54 +87,67 @@ impl Store for EmbeddedStore {
         let mut txn = self
             .db
             .begin_write()
-            .map_err(|e| backend_error("begin a write transaction")(e.into()))?;
+            .map_err(backend_error("begin a write transaction"))?;
         // Immediate is redb's default; set it explicitly because `apply`'s contract depends on
         // it: commit returns only after the data has been fsync'ed.
         txn.set_durability(Durability::Immediate);
         {
             let mut table = txn
                 .open_table(ENTRIES)
-                .map_err(|e| backend_error("open the entries table")(e.into()))?;
+                .map_err(backend_error("open the entries table"))?;
             for op in ops {
-                let written = match op {
-                    StoreOp::Put { key, value } => {
-                        table.insert(key.as_str(), value.as_slice()).map(drop)
-                    }
-                    StoreOp::Delete { key } => table.remove(key.as_str()).map(drop),
-                };
                 // Returning early drops `txn` uncommitted, which aborts the whole batch.
-                written.map_err(|e| backend_error("write an entry")(e.into()))?;
+                match op {
+                    StoreOp::Put { key, value } => {
+                        table
+                            .insert(key.as_str(), value.as_slice())
+                            .map_err(backend_error("write an entry"))?;
+                    }
+                    StoreOp::Delete { key } => {
+                        table
+                            .remove(key.as_str())
+                            .map_err(backend_error("delete an entry"))?;
+                    }
+                }
             }
         }
         txn.commit()
-            .map_err(|e| backend_error("commit a write transaction")(e.into()))
+            .map_err(backend_error("commit a write transaction"))
     }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let read = || -> Result<Option<Vec<u8>>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            Ok(table.get(key)?.map(|value| value.value().to_vec()))
-        };
-        read().map_err(backend_error("read an entry"))
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(backend_error("begin a read transaction"))?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(backend_error("open the entries table"))?;
+        let value = table.get(key).map_err(backend_error("read an entry"))?;
+        Ok(value.map(|value| value.value().to_vec()))
     }
 
     fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let read = || -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(ENTRIES)?;
-            let mut found = Vec::new();
-            // Keys are ordered, so everything with the prefix is contiguous from `prefix` on.
-            for entry in table.range::<&str>(prefix..)? {
-                let (key, value) = entry?;
-                if !key.value().starts_with(prefix) {
-                    break;
-                }
-                found.push((key.value().to_string(), value.value().to_vec()));
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(backend_error("begin a read transaction"))?;
+        let table = txn
+            .open_table(ENTRIES)
+            .map_err(backend_error("open the entries table"))?;
+        let mut found = Vec::new();
+        // Keys are ordered, so everything with the prefix is contiguous from `prefix` on.
+        let range = table
+            .range::<&str>(prefix..)
+            .map_err(backend_error("scan entries"))?;
+        for entry in range {
+            let (key, value) = entry.map_err(backend_error("scan entries"))?;
+            if !key.value().starts_with(prefix) {
+                break;
             }
-            Ok(found)
-        };
-        read().map_err(backend_error("scan entries"))
+            found.push((key.value().to_string(), value.value().to_vec()));
+        }
+        Ok(found)
     }
 
     fn describe(&self) -> String {
@@ -162,8 +166,11 @@ impl std::fmt::Debug for EmbeddedStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use tempfile::TempDir;
 
@@ -288,16 +295,8 @@ mod tests {
     const CRASH_DIR_ENV: &str = "PACER_STORE_TEST_CRASH_DIR";
     /// Line the child prints once `apply` has returned `Ok`.
     const APPLIED: &str = "PACER_STORE_TEST_APPLIED";
-
-    /// Kills the child if the parent's test fails before doing so, so no process is left behind.
-    struct KillOnDrop(Child);
-
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    /// Upper bound on the child's run time, so a broken child fails the test instead of hanging.
+    const CHILD_DEADLINE: Duration = Duration::from_secs(120);
 
     /// Runs in two roles. As the parent it re-runs this same test in a child process (the test
     /// binary itself); the child applies a batch, announces it on stdout and then waits to be
@@ -311,9 +310,13 @@ mod tests {
                 .map(|i| put(&format!("instance/i{i:03}"), format!("v{i}").as_bytes()))
                 .collect();
             store.apply(&batch).unwrap();
-            println!("{APPLIED}");
+            // Write to the real stdout: `println!` would go to libtest's capture buffer, which
+            // is only flushed when the test ends — and this one never ends on its own.
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{APPLIED}").unwrap();
+            stdout.flush().unwrap();
             loop {
-                std::thread::sleep(std::time::Duration::from_secs(60));
+                std::thread::sleep(Duration::from_secs(60));
             }
         }
 
@@ -321,32 +324,47 @@ mod tests {
         // Test names are module paths without the crate name.
         let module = module_path!().split_once("::").map_or("", |(_, rest)| rest);
         let test_name = format!("{module}::data_survives_sigkill_after_apply");
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                test_name.as_str(),
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([test_name.as_str(), "--exact", "--test-threads=1"])
             .env(CRASH_DIR_ENV, dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn child test process");
-        let mut child = KillOnDrop(child);
+        let stdout = child.stdout.take().unwrap();
+        let child = Arc::new(Mutex::new(child));
 
-        // Wait (blocking, no timeouts to tune) for the announcement; EOF means the child died
-        // before applying, which fails the test instead of hanging it.
-        let stdout = child.0.stdout.take().unwrap();
+        // Watchdog: kills the child if the announcement has not arrived in time. Killing closes
+        // the pipe, so the read below always ends.
+        let (cancel, cancelled) = mpsc::channel::<()>();
+        let watchdog = {
+            let child = Arc::clone(&child);
+            std::thread::spawn(move || {
+                if cancelled.recv_timeout(CHILD_DEADLINE) == Err(RecvTimeoutError::Timeout) {
+                    let _ = child.lock().unwrap().kill();
+                }
+            })
+        };
+
+        // libtest prints "test <name> ... " without a newline first, so look inside lines.
+        // EOF (child died or was stopped by the watchdog) fails the test instead of hanging it.
         let announced = BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .any(|line| line.trim() == APPLIED);
-        assert!(announced, "child exited without applying its batch");
+            .any(|line| line.contains(APPLIED));
 
-        child.0.kill().expect("SIGKILL child"); // `Child::kill` is SIGKILL on Unix.
-        let status = child.0.wait().unwrap();
+        let status = {
+            let mut child = child.lock().unwrap();
+            let _ = child.kill(); // `Child::kill` sends SIGKILL on Unix.
+            child.wait().unwrap()
+        };
+        drop(cancel);
+        watchdog.join().unwrap();
+        assert!(
+            announced,
+            "child exited without applying its batch ({status})"
+        );
         assert!(!status.success(), "child should have been killed");
 
         let store = EmbeddedStore::open(dir.path()).expect("reopen after SIGKILL");

@@ -52,8 +52,8 @@ pub enum StoreError {
 
     /// Another handle (usually another Pacer process) holds the database's exclusive lock.
     #[error(
-        "database {} is already open by another process; another Pacer may be using the same \
-         --data_dir (stop it or choose a different --data_dir)",
+        "database {} is already open (locked by another handle); another Pacer may be using the \
+         same --data_dir: stop it or choose a different --data_dir",
         path.display()
     )]
     AlreadyOpen { path: PathBuf },
@@ -63,15 +63,16 @@ pub enum StoreError {
     Open {
         path: PathBuf,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 
-    /// A read, write or commit failed (typically an IO error such as a full disk).
+    /// A read, write or commit failed (typically an IO error such as a full disk). The redb
+    /// error is boxed because it is large and errors travel through every `Result`.
     #[error("store failed to {action}: {source}")]
     Io {
         action: &'static str,
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
 
     /// The backend found inconsistent data on disk; the file needs to be restored or removed.

@@ -9,7 +9,8 @@ use crate::{Store, StoreOp};
 
 /// Runs every conformance check, each on a fresh store from `make`. Panics on the first failure.
 pub fn conformance_suite(make: &dyn Fn() -> Box<dyn Store>) {
-    let checks: &[(&str, fn(&dyn Store))] = &[
+    type Check = fn(&dyn Store);
+    let checks: &[(&str, Check)] = &[
         ("put_get_delete", put_get_delete),
         ("missing_keys", missing_keys),
         ("overwrite", overwrite),
