@@ -101,13 +101,11 @@ fn bad_input_gets_marathons_errors() {
     assert_eq!(r.status, 400);
     assert_eq!(r.body["message"], "Invalid task id 'garbage'.");
 
-    // Bodies over the limit are refused before parsing.
-    let huge = format!(
-        "{{\"id\": \"/big\", \"cmd\": \"{}\"}}",
-        "x".repeat(5 * 1024 * 1024)
-    );
-    let r = p.post("/v2/apps", &huge);
-    assert_eq!(r.status, 413);
+    // Bodies over the limit are refused from their declared length, before they are read. (A raw
+    // socket: the server may answer before a client finished sending, which is correct but would
+    // make an ordinary client report a broken pipe.)
+    let raw = raw_request(&p, "POST /v2/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 5242880\r\n\r\n{\"id\":");
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw}");
 
     let r = p.get("/v2/nothing-here");
     assert_eq!(r.status, 404);
@@ -182,4 +180,15 @@ fn partial_and_full_updates_and_rollback() {
     assert_eq!(ids("/v2/apps?cmd=ECHO"), ["/g/two"]);
     assert_eq!(ids("/v2/apps?id=g/"), ["/g/one", "/g/two"]);
     assert_eq!(ids("/v2/apps/g/*"), ["/g/one", "/g/two"]);
+}
+
+fn raw_request(p: &Pacer, head: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).to_string()
 }

@@ -12,7 +12,7 @@ pub use error::ApiError;
 
 use axum::http::{header, HeaderValue, Request as HttpRequest};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pacer_core::machine::{Command, CommandError, Outcome};
 use pacer_core::state::State;
@@ -116,7 +116,22 @@ async fn common_headers(
     next: Next,
 ) -> Response {
     ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
-    let mut res = next.run(req).await;
+    // Refuse an oversized body from its declared length, before reading any of it; bodies
+    // without a length are still cut off at the limit while they are read.
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut res = if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        error::ApiError::Status(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+        )
+        .into_response()
+    } else {
+        next.run(req).await
+    };
     let status = res.status();
     if status.is_client_error() {
         ctx.metrics.errors_4xx.fetch_add(1, Ordering::Relaxed);
