@@ -210,7 +210,7 @@ async fn create(
     let outcome = ctx
         .submit(Command::CreateApp {
             id: id.clone(),
-            patch,
+            patch: Box::new(patch),
         })
         .await?;
     let Outcome::Deployment { id: dep, .. } = &outcome else {

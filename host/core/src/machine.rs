@@ -70,7 +70,7 @@ pub enum Command {
     /// `POST /v2/apps`.
     CreateApp {
         id: PathId,
-        patch: AppPatch,
+        patch: Box<AppPatch>,
     },
     /// `PUT`/`PATCH` of one or many apps. `create`: missing apps may be created.
     UpdateApps {
@@ -453,8 +453,12 @@ impl Scheduler {
                 app.version = version;
                 app.version_info.last_config_change_at = version;
                 app.version_info.last_scaling_at = version;
-                let dep =
-                    self.commit_app(Some(existing), app, version, "RestartApplication", &mut ops);
+                self.store_app(&app, &mut ops);
+                let dep = self.new_deployment(
+                    version,
+                    vec![(id.clone(), "RestartApplication")],
+                    &mut ops,
+                );
                 self.converge(&id, now, &mut ops);
                 Outcome::Deployment {
                     id: dep,
@@ -758,19 +762,6 @@ impl Scheduler {
             self.converge(&app, version, ops);
         }
         Ok(id)
-    }
-
-    fn commit_app(
-        &mut self,
-        _existing: Option<Arc<AppDefinition>>,
-        app: AppDefinition,
-        version: Timestamp,
-        action: &'static str,
-        ops: &mut Vec<StoreOp>,
-    ) -> String {
-        let id = app.id.clone();
-        self.store_app(&app, ops);
-        self.new_deployment(version, vec![(id, action)], ops)
     }
 
     fn new_deployment(

@@ -51,7 +51,11 @@ impl Sim {
     fn create(&mut self, v: Value) -> Outcome {
         let p = parse_app_patch(v).unwrap();
         let id = Self::id(p.id.as_deref().unwrap());
-        self.cmd(Command::CreateApp { id, patch: p }).unwrap()
+        self.cmd(Command::CreateApp {
+            id,
+            patch: Box::new(p),
+        })
+        .unwrap()
     }
 
     fn update(&mut self, id: &str, v: Value) -> Outcome {
@@ -451,7 +455,7 @@ fn app_and_group_namespace_is_shared() {
     let err = sim
         .cmd(Command::CreateApp {
             id: Sim::id("/a"),
-            patch: p,
+            patch: Box::new(p),
         })
         .unwrap_err();
     assert!(matches!(err, CommandError::Invalid(_)));
@@ -459,14 +463,14 @@ fn app_and_group_namespace_is_shared() {
     assert!(sim
         .cmd(Command::CreateApp {
             id: Sim::id("/a/b/c"),
-            patch: p
+            patch: Box::new(p)
         })
         .is_err());
     let p = parse_app_patch(json!({"id": "/a/b", "cmd": "x"})).unwrap();
     let err = sim
         .cmd(Command::CreateApp {
             id: Sim::id("/a/b"),
-            patch: p,
+            patch: Box::new(p),
         })
         .unwrap_err();
     assert_eq!(
@@ -484,7 +488,7 @@ fn failed_write_rolls_the_command_back() {
             sim.now,
             Command::CreateApp {
                 id: Sim::id("/w"),
-                patch: p,
+                patch: Box::new(p),
             },
         )
         .unwrap();

@@ -397,21 +397,13 @@ impl AppPatch {
         if let Some(v) = p.tty {
             app.tty = Some(v);
         }
-        for (field, src, dst) in [
-            ("residency", &p.residency, &mut app.residency),
-            (
-                "executorResources",
-                &p.executor_resources,
-                &mut app.executor_resources,
-            ),
-            (
-                "resourceLimits",
-                &p.resource_limits,
-                &mut app.resource_limits,
-            ),
-            ("check", &p.check, &mut app.check),
+        // Opaque objects Pacer stores and echoes; `null` clears them.
+        for (src, dst) in [
+            (&p.residency, &mut app.residency),
+            (&p.executor_resources, &mut app.executor_resources),
+            (&p.resource_limits, &mut app.resource_limits),
+            (&p.check, &mut app.check),
         ] {
-            let _ = field;
             if let Some(v) = src {
                 *dst = if v.is_null() { None } else { Some(v.clone()) };
             }

@@ -84,7 +84,8 @@ pub fn validate_app(app: &AppDefinition, ctx: &ValidationContext) -> Vec<Violati
             "Feature gpu_resources is not enabled. Enable with --enable_features gpu_resources)",
         );
     }
-    if !(app.backoff_factor >= 1.0) {
+    // Written so that NaN fails too.
+    if app.backoff_factor.is_nan() || app.backoff_factor < 1.0 {
         e.add(
             "/backoffFactor",
             format!("got {}, expected 1.0 or more", num(app.backoff_factor)),
