@@ -221,3 +221,135 @@ pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp
     }
     v
 }
+
+#[cfg(test)]
+mod golden {
+    //! AppInfo and task JSON compared with reviewed files in `tests/golden/`.
+    //! Set `PACER_BLESS=1` to rewrite them after an intended change, then review the diff.
+    use super::*;
+    use pacer_core::cluster::*;
+    use pacer_core::id::PathId;
+    use pacer_core::machine::{Command, Config, Effect, Scheduler};
+    use pacer_core::normalize::parse_app_patch;
+    use std::collections::BTreeMap;
+
+    fn check(name: &str, actual: &Value) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(name);
+        let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+        if std::env::var_os("PACER_BLESS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let expected =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(text, expected, "{name} differs from the golden file");
+    }
+
+    /// A scheduler with one running instance of a typical app, at a fixed time and seed.
+    fn running_app() -> (Scheduler, Timestamp) {
+        let now = Timestamp::from_millis(1_443_194_028_343);
+        let mut core = Scheduler::new(Config::default(), 1);
+        let patch = parse_app_patch(serde_json::json!({
+            "id": "/prod/web", "cmd": "python3 -m http.server $PORT0", "cpus": 0.25, "mem": 64,
+            "instances": 1, "labels": {"HAPROXY_GROUP": "external"}, "env": {"MODE": "prod"},
+            "portDefinitions": [{"port": 0, "name": "http"}],
+            "healthChecks": [{"protocol": "HTTP", "path": "/health"}]
+        }))
+        .unwrap();
+        let id = PathId::parse_app_id("/prod/web", &PathId::root()).unwrap();
+        core.command(
+            now,
+            Command::CreateApp {
+                id,
+                patch: Box::new(patch),
+            },
+        )
+        .unwrap();
+        while core.poll_effect().is_some() {}
+        core.handle_offer(
+            now,
+            Offer {
+                id: OfferId("o1".into()),
+                agent_id: AgentId("agent-1".into()),
+                hostname: "10.0.0.5".into(),
+                cpus: 4.0,
+                mem_mb: 4096.0,
+                disk_mb: 10_000.0,
+                gpus: 0.0,
+                ports: vec![PortRange {
+                    begin: 31000,
+                    end: 32000,
+                }],
+                attributes: BTreeMap::new(),
+                region: None,
+                zone: Some("z1".into()),
+            },
+        );
+        let mut task = None;
+        while let Some(e) = core.poll_effect() {
+            if let Effect::Launch { tasks, .. } = e {
+                task = Some(tasks[0].task_id.clone());
+            }
+        }
+        let started = now.plus(std::time::Duration::from_secs(2));
+        core.handle_status(
+            started,
+            TaskStatus {
+                task_id: task.unwrap(),
+                state: TaskState::Running,
+                message: None,
+                agent_id: None,
+                healthy: None,
+            },
+        );
+        (core, started)
+    }
+
+    #[test]
+    fn app_info_with_every_embed() {
+        let (core, now) = running_app();
+        let state = core.snapshot();
+        let app = state.apps.values().next().unwrap();
+        let all = Embed {
+            tasks: true,
+            counts: true,
+            deployments: true,
+            readiness: true,
+            last_task_failure: true,
+            task_stats: true,
+        };
+        check(
+            "app_info_full.json",
+            &app_info(
+                &state,
+                app,
+                all,
+                now.plus(std::time::Duration::from_secs(10)),
+            ),
+        );
+        check(
+            "app_info_list.json",
+            &app_info(
+                &state,
+                app,
+                Embed {
+                    counts: true,
+                    deployments: true,
+                    ..Embed::default()
+                },
+                now,
+            ),
+        );
+    }
+
+    #[test]
+    fn embed_spellings_are_interchangeable() {
+        for v in ["apps.tasks", "app.tasks", "tasks", "group.apps.tasks"] {
+            let e = Embed::parse([v]);
+            assert!(e.tasks && e.deployments, "{v}");
+        }
+        let e = Embed::parse(["apps.failures", "bogus"]);
+        assert!(e.tasks && e.last_task_failure && e.deployments && !e.counts);
+    }
+}
