@@ -144,6 +144,10 @@ pub struct Scheduler {
     pending: Vec<Effect>,
     /// Instances waiting for a launch (goal Running, no live task), across all apps.
     launch_queue: BTreeSet<InstanceId>,
+    /// Apps converged in the step in progress; their deployments may have finished.
+    touched: BTreeSet<PathId>,
+    /// Where the search for the next free dynamic service port starts.
+    next_service_port: i64,
     pub offer_stats: BTreeMap<PathId, OfferStats>,
 }
 
@@ -205,6 +209,8 @@ impl Scheduler {
             undo: None,
             pending: Vec::new(),
             launch_queue: BTreeSet::new(),
+            touched: BTreeSet::new(),
+            next_service_port: 0,
             offer_stats: BTreeMap::new(),
         }
     }
@@ -258,7 +264,7 @@ impl Scheduler {
                 s.instances.insert(i.id.clone(), Arc::new(i));
             } else if key.starts_with(keys::DEPLOYMENT) {
                 let d: Deployment = parse(key, value)?;
-                s.deployments.insert(d.id.clone(), Arc::new(d));
+                s.add_deployment(d);
             } else if key.starts_with(keys::TASK_FAILURE) {
                 let f: TaskFailure = parse(key, value)?;
                 s.task_failures.insert(f.app_id.clone(), Arc::new(f));
@@ -613,14 +619,16 @@ impl Scheduler {
             .filter(|p| *p != 0)
             .collect();
         let (min, max) = (self.config.local_port_min, self.config.local_port_max);
-        let mut next = min;
+        // A cursor that moves round the range keeps allocation O(1) amortised instead of
+        // rescanning every port in use for each new app.
+        let mut next = self.next_service_port.clamp(min, max);
         let state = &self.state;
+        let range = (max - min + 1).max(0);
         let mut take = |taken: &BTreeSet<i64>| -> Option<i64> {
-            while next <= max {
+            for _ in 0..range {
                 let p = next;
-                next += 1;
-                let owner = state.service_ports.get(&p);
-                if owner.is_none() && !taken.contains(&p) {
+                next = if next >= max { min } else { next + 1 };
+                if state.service_ports.get(&p).is_none() && !taken.contains(&p) {
                     return Some(p);
                 }
             }
@@ -648,6 +656,8 @@ impl Scheduler {
                 taken.insert(m.service_port);
             }
         }
+        drop(take);
+        self.next_service_port = next;
         Ok(())
     }
 
@@ -756,7 +766,7 @@ impl Scheduler {
                 current_step: 1,
             };
             ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
-            self.state.deployments.insert(dep.id.clone(), Arc::new(dep));
+            self.state.add_deployment(dep);
         }
         for app in affected {
             self.converge(&app, version, ops);
@@ -788,7 +798,7 @@ impl Scheduler {
             current_step: 1,
         };
         ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
-        self.state.deployments.insert(dep.id.clone(), Arc::new(dep));
+        self.state.add_deployment(dep);
         id
     }
 
@@ -943,6 +953,7 @@ impl Scheduler {
     /// Brings one app's instances towards its definition: scale up or down, and during a config
     /// change replace old instances within the upgrade strategy's bounds (Marathon §5.3).
     fn converge(&mut self, app_id: &PathId, now: Timestamp, ops: &mut Vec<StoreOp>) {
+        self.touched.insert(app_id.clone());
         let instances: Vec<Arc<Instance>> = self.state.instances_of(app_id).cloned().collect();
         let Some(app) = self.state.apps.get(app_id).cloned() else {
             for i in instances.iter().filter(|i| {
@@ -1029,17 +1040,25 @@ impl Scheduler {
     }
 
     /// Removes deployments whose apps have converged.
+    /// Only deployments of apps converged in this step are checked: the work per event grows
+    /// with what changed, not with the number of deployments.
     fn finish_deployments(&mut self, ops: &mut Vec<StoreOp>) {
-        let done: Vec<String> = self
-            .state
-            .deployments
-            .values()
-            .filter(|d| d.affected_apps.iter().all(|a| self.converged(a)))
-            .map(|d| d.id.clone())
+        let touched = std::mem::take(&mut self.touched);
+        let candidates: BTreeSet<String> = touched
+            .iter()
+            .filter_map(|app| self.state.deployments_by_app.get(app))
+            .flat_map(|ids| ids.iter().cloned())
             .collect();
-        for id in done {
-            self.state.deployments.remove(&id);
-            ops.push(del(keys::DEPLOYMENT, &id));
+        for id in candidates {
+            let done = self
+                .state
+                .deployments
+                .get(&id)
+                .is_some_and(|d| d.affected_apps.iter().all(|a| self.converged(a)));
+            if done {
+                self.state.remove_deployment(&id);
+                ops.push(del(keys::DEPLOYMENT, &id));
+            }
         }
     }
 

@@ -56,6 +56,8 @@ pub struct State {
     pub instances: OrdMap<InstanceId, Arc<Instance>>,
     pub by_app: OrdMap<PathId, OrdSet<InstanceId>>,
     pub deployments: OrdMap<String, Arc<Deployment>>,
+    /// Index: app → ids of the running deployments that affect it.
+    pub deployments_by_app: OrdMap<PathId, OrdSet<String>>,
     pub task_failures: OrdMap<PathId, Arc<TaskFailure>>,
     pub delays: OrdMap<PathId, Delay>,
     /// Service port → owning app, for uniqueness across apps.
@@ -83,9 +85,41 @@ impl State {
         &'a self,
         app: &'a PathId,
     ) -> impl Iterator<Item = &'a Arc<Deployment>> + 'a {
-        self.deployments
-            .values()
-            .filter(move |d| d.affected_apps.contains(app))
+        self.deployments_by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.deployments.get(id))
+    }
+
+    pub fn add_deployment(&mut self, dep: Deployment) {
+        for app in &dep.affected_apps {
+            let mut ids = self
+                .deployments_by_app
+                .get(app)
+                .cloned()
+                .unwrap_or_default();
+            ids.insert(dep.id.clone());
+            self.deployments_by_app.insert(app.clone(), ids);
+        }
+        self.deployments.insert(dep.id.clone(), Arc::new(dep));
+    }
+
+    pub fn remove_deployment(&mut self, id: &str) {
+        let Some(dep) = self.deployments.remove(id) else {
+            return;
+        };
+        for app in &dep.affected_apps {
+            if let Some(ids) = self.deployments_by_app.get(app) {
+                let mut ids = ids.clone();
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.deployments_by_app.remove(app);
+                } else {
+                    self.deployments_by_app.insert(app.clone(), ids);
+                }
+            }
+        }
     }
 
     /// Apps in `group` and all its subgroups.
