@@ -137,3 +137,47 @@ fn listens_on_loopback_by_default() {
         "{log}"
     );
 }
+
+fn declined(p: &Pacer) -> u64 {
+    let m = p.get("/metrics").text;
+    m.lines()
+        .find_map(|l| l.strip_prefix("pacer_offers_total{outcome=\"declined\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("declined offers metric")
+}
+
+#[test]
+fn an_app_that_fits_nowhere_does_not_spin_or_block_others() {
+    let p = Pacer::start(&["--local_agent_cpus", "2"]);
+    let r = p.post(
+        "/v2/apps",
+        r#"{"id": "/huge", "cmd": "sleep 100", "cpus": 64, "mem": 8}"#,
+    );
+    assert_eq!(r.status, 201);
+    wait_for(
+        "the first decline",
+        std::time::Duration::from_secs(20),
+        || (declined(&p) >= 1).then_some(()),
+    );
+    // Observe a quiet window: with nothing changing, the declined offer must not come back
+    // (a revive on every loop turn once produced thousands of declines a second).
+    let before = declined(&p);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = declined(&p);
+    assert!(
+        after - before <= 2,
+        "offers declined in a quiet 2 s window: {}",
+        after - before
+    );
+    // Other apps still launch, and the big one still waits.
+    assert_eq!(
+        p.post(
+            "/v2/apps",
+            r#"{"id": "/small", "cmd": "sleep 100", "cpus": 0.01, "mem": 8}"#
+        )
+        .status,
+        201
+    );
+    p.wait_running("/small", 1);
+    assert_eq!(p.app("/huge")["tasksRunning"], 0);
+}

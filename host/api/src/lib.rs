@@ -59,6 +59,9 @@ pub struct ApiContext {
 
 #[derive(Default)]
 pub struct ApiMetrics {
+    /// Offers the scheduler used to launch tasks / declined; counted by the runtime.
+    pub offers_used: AtomicU64,
+    pub offers_declined: AtomicU64,
     pub requests: AtomicU64,
     pub errors_4xx: AtomicU64,
     pub errors_5xx: AtomicU64,

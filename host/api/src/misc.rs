@@ -167,6 +167,20 @@ async fn metrics(AxState(ctx): Ctx) -> Response {
     }
     let _ = writeln!(out, "# HELP pacer_deployments Running deployments.\n# TYPE pacer_deployments gauge\npacer_deployments {}", snap.deployments.len());
     let _ = writeln!(out, "# HELP pacer_http_requests_total HTTP requests served.\n# TYPE pacer_http_requests_total counter\npacer_http_requests_total {}", m.requests.load(Ordering::Relaxed));
+    let _ = writeln!(
+        out,
+        "# HELP pacer_offers_total Offers handled, by outcome.\n# TYPE pacer_offers_total counter"
+    );
+    let _ = writeln!(
+        out,
+        "pacer_offers_total{{outcome=\"used\"}} {}",
+        m.offers_used.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        out,
+        "pacer_offers_total{{outcome=\"declined\"}} {}",
+        m.offers_declined.load(Ordering::Relaxed)
+    );
     let _ = writeln!(out, "# HELP pacer_http_errors_total HTTP error responses by class.\n# TYPE pacer_http_errors_total counter");
     let _ = writeln!(
         out,

@@ -480,13 +480,11 @@ impl Scheduler {
                 }
                 let mut found = Vec::new();
                 for t in &tasks {
+                    // Any id of the instance (an older incarnation, a pre-1.8 form) addresses
+                    // its current task, as Marathon's id parsing does.
                     let inst = t
                         .instance_id()
                         .and_then(|iid| self.state.instances.get(&iid).cloned())
-                        .filter(|i| {
-                            i.task.as_ref().is_some_and(|task| &task.task_id == t)
-                                || t.instance_id().is_some()
-                        })
                         .ok_or_else(|| {
                             CommandError::NotFound(format!("Task '{t}' does not exist"))
                         })?;

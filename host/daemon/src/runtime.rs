@@ -7,6 +7,7 @@ use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::machine::{Effect, Scheduler};
 use pacer_core::time::Timestamp;
 use pacer_store::{Store, StoreError};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -46,9 +47,16 @@ impl Runtime {
                     for t in &tasks {
                         info!(message = "Launching task.", task_id = %t.task_id, app_id = %t.app_id, host = %t.hostname, ports = ?t.host_ports);
                     }
+                    self.api.metrics.offers_used.fetch_add(1, Ordering::Relaxed);
                     self.cluster.launch(offer, tasks);
                 }
-                Effect::Decline { offer, refuse } => self.cluster.decline(offer, refuse),
+                Effect::Decline { offer, refuse } => {
+                    self.api
+                        .metrics
+                        .offers_declined
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.cluster.decline(offer, refuse)
+                }
                 Effect::Kill(k) => {
                     info!(message = "Killing task.", task_id = %k.task_id);
                     self.cluster.kill(k);
@@ -104,19 +112,21 @@ impl Runtime {
         self.core.converge_all(now());
         self.execute()?;
         self.publish();
-        let mut wanted = None;
+        // Offers are asked for (revive) only when new work may fit: when something becomes
+        // launchable, after a command, or when a backoff delay runs out. Reviving on every turn
+        // would lift the backend's decline filter and spin on an app that fits nowhere.
+        let mut wanted = false;
+        let mut revive_needed = true;
         loop {
             let t = now();
-            // Ask for offers only while something can launch; backoff deadlines wake us up.
             let wants = self.core.wants_offers(t);
-            if wanted != Some(wants) || wants {
-                if wants {
-                    self.cluster.revive();
-                } else {
-                    self.cluster.suppress();
-                }
-                wanted = Some(wants);
+            if wants && (!wanted || revive_needed) {
+                self.cluster.revive();
+            } else if !wants && wanted {
+                self.cluster.suppress();
             }
+            wanted = wants;
+            revive_needed = false;
             let sleep = match self.core.next_deadline(t) {
                 Some(d) => {
                     Duration::from_millis(d.as_millis().saturating_sub(t.as_millis()).max(1))
@@ -125,7 +135,10 @@ impl Runtime {
             };
             tokio::select! {
                 req = commands.recv() => match req {
-                    Some(req) => self.handle_command(req),
+                    Some(req) => {
+                        self.handle_command(req);
+                        revive_needed = true;
+                    }
                     None => return Ok(()),
                 },
                 ev = events.recv() => match ev {
@@ -142,7 +155,7 @@ impl Runtime {
                         return Ok(());
                     }
                 },
-                _ = tokio::time::sleep(sleep) => {}
+                _ = tokio::time::sleep(sleep) => revive_needed = true,
             }
         }
     }
