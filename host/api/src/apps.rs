@@ -42,6 +42,7 @@ pub fn routes() -> Router<Arc<ApiContext>> {
         )
 }
 
+/// The wall clock as a core timestamp (the core itself never reads the clock).
 pub fn now() -> Timestamp {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -8,6 +8,7 @@ mod misc;
 pub mod render;
 mod selector;
 
+pub use apps::now;
 pub use error::ApiError;
 
 use axum::http::{header, HeaderValue, Request as HttpRequest};

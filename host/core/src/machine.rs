@@ -345,6 +345,14 @@ impl Scheduler {
         self.effects.truncate(queued);
     }
 
+    fn existing_app(&self, id: &PathId) -> Result<Arc<AppDefinition>, CommandError> {
+        self.state
+            .apps
+            .get(id)
+            .cloned()
+            .ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist")))
+    }
+
     fn next_version(&mut self, now: Timestamp) -> Timestamp {
         let v = if now > self.last_version {
             now
@@ -429,10 +437,7 @@ impl Scheduler {
                 }
             }
             Command::DeleteApp { id } => {
-                let app =
-                    self.state.apps.get(&id).cloned().ok_or_else(|| {
-                        CommandError::NotFound(format!("App '{id}' does not exist"))
-                    })?;
+                let app = self.existing_app(&id)?;
                 let version = self.next_version(now);
                 self.remove_app(&app, &mut ops);
                 let dep = self.new_deployment(
@@ -448,10 +453,7 @@ impl Scheduler {
                 }
             }
             Command::RestartApp { id } => {
-                let existing =
-                    self.state.apps.get(&id).cloned().ok_or_else(|| {
-                        CommandError::NotFound(format!("App '{id}' does not exist"))
-                    })?;
+                let existing = self.existing_app(&id)?;
                 let version = self.next_version(now);
                 let mut app = (*existing).clone();
                 // Pacer follows Marathon 1.11 here: a restart is a config change, so every
@@ -654,7 +656,6 @@ impl Scheduler {
                 taken.insert(m.service_port);
             }
         }
-        drop(take);
         self.next_service_port = next;
         Ok(())
     }

@@ -2,24 +2,15 @@
 //! and timer firings — and executes the effects it returns, in order. Writes are made durable
 //! before anything that depends on them is done; API callers are answered only after that.
 
-use pacer_api::{ApiContext, Request, SubmitError};
+use pacer_api::{now, ApiContext, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::machine::{Effect, Scheduler};
-use pacer_core::time::Timestamp;
 use pacer_store::{Store, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{error, info, info_span, warn, Instrument};
-
-pub fn now() -> Timestamp {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Timestamp::from_millis(ms)
-}
 
 pub struct Runtime {
     pub core: Scheduler,
