@@ -47,7 +47,6 @@ pub struct ServerInfo {
     pub marathon_config: serde_json::Value,
     pub zookeeper_config: serde_json::Value,
     pub http_config: serde_json::Value,
-    pub backend: &'static str,
 }
 
 /// The shared, read-mostly view the handlers use.

@@ -694,34 +694,24 @@ impl Scheduler {
                 self.check_namespace(&app.id)?;
             }
             app.version = version;
-            app.version_info = match &existing {
-                None => crate::app::VersionInfo {
-                    last_scaling_at: version,
-                    last_config_change_at: version,
-                },
-                Some(old) if old.is_config_change(&app) => crate::app::VersionInfo {
-                    last_scaling_at: version,
-                    last_config_change_at: version,
-                },
-                Some(old) if old.instances != app.instances => crate::app::VersionInfo {
-                    last_scaling_at: version,
-                    last_config_change_at: old.version_info.last_config_change_at,
-                },
-                Some(old) => {
-                    // No change at all: keep the app as it is; Marathon still answers with a plan id.
-                    let _ = old;
-                    continue;
+            // One diff against the predecessor decides both the version info and the action.
+            let (last_config_change_at, action) = match &existing {
+                None => (version, "ScaleApplication"),
+                Some(old) if old.is_config_change(&app) => (version, "RestartApplication"),
+                Some(old) if old.instances != app.instances => {
+                    (old.version_info.last_config_change_at, "ScaleApplication")
                 }
+                // No change at all: keep the app as it is; Marathon still answers with a plan id.
+                Some(_) => continue,
             };
+            app.version_info = crate::app::VersionInfo {
+                last_scaling_at: version,
+                last_config_change_at,
+            };
+            if existing.is_none() {
+                new_apps.push(app.id.clone());
+            }
             self.allocate_service_ports(&mut app)?;
-            let action = match &existing {
-                None => {
-                    new_apps.push(app.id.clone());
-                    "ScaleApplication"
-                }
-                Some(old) if old.is_config_change(&app) => "RestartApplication",
-                Some(_) => "ScaleApplication",
-            };
             let id = app.id.clone();
             self.release_service_ports(&id);
             for p in app.service_ports().into_iter().filter(|p| *p != 0) {

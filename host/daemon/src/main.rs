@@ -130,7 +130,6 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         marathon_config: marathon_config(&flags, &hostname),
         zookeeper_config: json!({}),
         http_config: json!({"http_port": addr.port(), "https_port": 8443}),
-        backend: "local",
     };
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
     let api = ApiContext::new(cmd_tx, info);

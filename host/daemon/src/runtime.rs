@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tracing::{error, info, info_span, warn, Instrument};
+use tracing::{error, info, info_span, warn};
 
 pub struct Runtime {
     pub core: Scheduler,
@@ -81,6 +81,7 @@ impl Runtime {
     }
 
     fn handle_event(&mut self, ev: ClusterEvent) -> Result<(), FatalStoreError> {
+        let _span = info_span!("cluster_event").entered();
         let now = now();
         match ev {
             ClusterEvent::Offer(o) => self.core.handle_offer(now, o),
@@ -134,7 +135,7 @@ impl Runtime {
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => {
-                        self.handle_event(ev).instrument(info_span!("cluster_event")).into_inner()?;
+                        self.handle_event(ev)?;
                         // Drain what else is waiting before publishing one snapshot.
                         while let Ok(ev) = events.try_recv() {
                             self.handle_event(ev)?;
