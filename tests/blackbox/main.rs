@@ -4,6 +4,7 @@
 mod harness;
 
 mod api_errors;
+mod deployments;
 mod docker;
 mod lifecycle;
 mod operations;

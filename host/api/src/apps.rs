@@ -198,6 +198,7 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
 
 async fn create(
     AxState(ctx): Ctx,
+    Query(q): Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let patch = patch_of(json_body(body)?)?;
@@ -212,6 +213,7 @@ async fn create(
         .submit(Command::CreateApp {
             id: id.clone(),
             patch: Box::new(patch),
+            force: q.flag("force", false),
         })
         .await?;
     let Outcome::Deployment { id: dep, .. } = &outcome else {
@@ -249,6 +251,7 @@ async fn put_many(
             updates,
             partial,
             create: true,
+            force: q.flag("force", false),
         })
         .await?;
     Ok(deployment_result(&outcome, StatusCode::OK, None))
@@ -256,6 +259,7 @@ async fn put_many(
 
 async fn patch_many(
     AxState(ctx): Ctx,
+    Query(q): Params,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let updates = patches_of(json_body(body)?)?;
@@ -264,6 +268,7 @@ async fn patch_many(
             updates,
             partial: true,
             create: false,
+            force: q.flag("force", false),
         })
         .await?;
     Ok(deployment_result(&outcome, StatusCode::OK, None))
@@ -414,6 +419,7 @@ async fn put_or_patch(
         return Err(method_not_allowed());
     };
     let id = resolve_id(&raw, "/id")?;
+    let force = q.flag("force", false);
     let patch = patch_of(json_body(body)?)?;
     if !is_patch && patch.version.is_some() {
         if !patch.is_version_only() {
@@ -425,7 +431,9 @@ async fn put_or_patch(
         let version = Timestamp::parse(raw_v).ok_or_else(|| {
             ApiError::not_found(format!("App '{id}' does not exist in version {raw_v}"))
         })?;
-        let outcome = ctx.submit(Command::RollbackApp { id, version }).await?;
+        let outcome = ctx
+            .submit(Command::RollbackApp { id, version, force })
+            .await?;
         return Ok(deployment_result(&outcome, StatusCode::OK, None));
     }
     let partial = is_patch || q.flag("partialUpdate", true);
@@ -434,6 +442,7 @@ async fn put_or_patch(
             updates: vec![(id.clone(), patch)],
             partial,
             create: !is_patch,
+            force,
         })
         .await?;
     let created = matches!(outcome, Outcome::Deployment { created: true, .. });
@@ -463,12 +472,17 @@ async fn patch_path(
     put_or_patch(ctx, path, q, body, true).await
 }
 
-async fn post_path(AxState(ctx): Ctx, Path(path): Path<String>) -> Result<Response, ApiError> {
+async fn post_path(
+    AxState(ctx): Ctx,
+    Path(path): Path<String>,
+    Query(q): Params,
+) -> Result<Response, ApiError> {
     let Target::Restart(raw) = parse_target(&path) else {
         return Err(method_not_allowed());
     };
     let id = app_id_of(&raw)?;
-    let outcome = ctx.submit(Command::RestartApp { id }).await?;
+    let force = q.flag("force", false);
+    let outcome = ctx.submit(Command::RestartApp { id, force }).await?;
     Ok(deployment_result(&outcome, StatusCode::OK, None))
 }
 
@@ -478,11 +492,17 @@ pub async fn kill(
     tasks: Vec<TaskId>,
     scale: bool,
     wipe: bool,
+    force: bool,
     single: bool,
 ) -> Result<Response, ApiError> {
     let snap_before = ctx.snapshot();
     let outcome = ctx
-        .submit(Command::KillTasks { tasks, scale, wipe })
+        .submit(Command::KillTasks {
+            tasks,
+            scale,
+            wipe,
+            force,
+        })
         .await?;
     match &outcome {
         Outcome::Killed(instances) => {
@@ -496,7 +516,7 @@ pub async fn kill(
                 Ok(Json(json!({"tasks": list})).into_response())
             }
         }
-        Outcome::Deployment { .. } => Ok(deployment_result(&outcome, StatusCode::OK, None)),
+        _ => Ok(deployment_result(&outcome, StatusCode::OK, None)),
     }
 }
 
@@ -506,6 +526,7 @@ async fn delete_path(
     Query(q): Params,
 ) -> Result<Response, ApiError> {
     let (scale, wipe) = (q.flag("scale", false), q.flag("wipe", false));
+    let force = q.flag("force", false);
     if scale && wipe {
         return Err(ApiError::bad_request(
             "You cannot use scale and wipe at the same time.",
@@ -514,7 +535,9 @@ async fn delete_path(
     match parse_target(&path) {
         Target::App(raw) => {
             let id = app_id_of(&raw)?;
-            let outcome = ctx.submit(Command::DeleteApp { id }).await?;
+            // Deleting an app overrides deployment locks unless told otherwise (Marathon's default).
+            let force = q.flag("force", true);
+            let outcome = ctx.submit(Command::DeleteApp { id, force }).await?;
             Ok(deployment_result(&outcome, StatusCode::OK, None))
         }
         Target::Tasks(raw) => {
@@ -530,7 +553,7 @@ async fn delete_path(
                 .filter(|i| host.is_none_or(|h| i.agent.as_ref().is_some_and(|a| a.host == h)))
                 .filter_map(|i| i.task.as_ref().map(|t| t.task_id.clone()))
                 .collect();
-            kill(&ctx, tasks, scale, wipe, false).await
+            kill(&ctx, tasks, scale, wipe, force, false).await
         }
         Target::Task(raw, task) => {
             let id = app_id_of(&raw)?;
@@ -543,7 +566,7 @@ async fn delete_path(
             if known.is_none() {
                 return Err(ApiError::not_found(format!("Task '{task}' does not exist")));
             }
-            kill(&ctx, vec![t], scale, wipe, true).await
+            kill(&ctx, vec![t], scale, wipe, force, true).await
         }
         _ => Err(method_not_allowed()),
     }

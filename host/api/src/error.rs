@@ -17,6 +17,8 @@ pub enum ApiError {
     /// 422 `Object is not valid`.
     Invalid(Vec<Violation>),
     Status(StatusCode, String),
+    /// A status with a body that has more than a message.
+    Body(StatusCode, serde_json::Value),
 }
 
 impl ApiError {
@@ -55,6 +57,17 @@ impl From<CommandError> for ApiError {
             CommandError::AlreadyExists(m) => ApiError::Status(StatusCode::CONFLICT, m),
             CommandError::BadRequest(m) => ApiError::Status(StatusCode::BAD_REQUEST, m),
             CommandError::Unprocessable(m) => ApiError::Status(StatusCode::UNPROCESSABLE_ENTITY, m),
+            CommandError::Forbidden(m) => ApiError::Status(StatusCode::FORBIDDEN, m),
+            CommandError::Locked(ids) => ApiError::Body(
+                StatusCode::CONFLICT,
+                json!({
+                    "message": format!(
+                        "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/{}'.",
+                        ids.first().map(String::as_str).unwrap_or_default()
+                    ),
+                    "deployments": ids.iter().map(|id| json!({"id": id})).collect::<Vec<_>>(),
+                }),
+            ),
         }
     }
 }
@@ -75,6 +88,7 @@ impl IntoResponse for ApiError {
                 json!({"message": "Object is not valid", "details": group_by_path(&v)}),
             ),
             ApiError::Status(s, m) => (s, json!({"message": m})),
+            ApiError::Body(s, body) => (s, body),
         };
         (status, Json(body)).into_response()
     }

@@ -3,7 +3,9 @@
 //! only after they are durable.
 
 mod apps;
+mod deployments;
 mod error;
+mod groups;
 mod misc;
 pub mod render;
 mod selector;
@@ -106,6 +108,8 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
     Router::new()
         .merge(apps::routes())
         .merge(misc::routes())
+        .merge(groups::routes())
+        .merge(deployments::routes())
         .fallback(misc::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(ctx.clone(), common_headers))

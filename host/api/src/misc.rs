@@ -24,7 +24,6 @@ pub fn routes() -> Router<Arc<ApiContext>> {
     Router::new()
         .route("/v2/tasks", get(tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
-        .route("/v2/deployments", get(deployments))
         .route("/v2/info", get(info))
         .route("/v2/leader", get(leader))
         .route("/ping", get(ping))
@@ -76,30 +75,7 @@ async fn delete_tasks(
         tasks.push(t);
     }
     let (scale, wipe) = (q.flag("scale", false), q.flag("wipe", false));
-    kill(&ctx, tasks, scale, wipe, false).await
-}
-
-async fn deployments(AxState(ctx): Ctx) -> Response {
-    let snap = ctx.snapshot();
-    let list: Vec<Value> = snap
-        .deployments
-        .values()
-        .map(|d| {
-            let steps: Vec<Value> = d.steps.iter().map(|s| json!({"actions": s.iter().map(|a| json!({"action": a.action, "app": a.app})).collect::<Vec<_>>()})).collect();
-            let current = d.steps.get(d.current_step.saturating_sub(1)).cloned().unwrap_or_default();
-            json!({
-                "id": d.id,
-                "version": d.version,
-                "affectedApps": d.affected_apps,
-                "affectedPods": [],
-                "steps": steps,
-                "currentActions": current.iter().map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": []})).collect::<Vec<_>>(),
-                "currentStep": d.current_step,
-                "totalSteps": d.steps.len(),
-            })
-        })
-        .collect();
-    Json(json!(list)).into_response()
+    kill(&ctx, tasks, scale, wipe, q.flag("force", false), false).await
 }
 
 async fn info(AxState(ctx): Ctx) -> Response {

@@ -263,6 +263,7 @@ mod golden {
             Command::CreateApp {
                 id,
                 patch: Box::new(patch),
+                force: false,
             },
         )
         .unwrap();
@@ -352,4 +353,96 @@ mod golden {
         let e = Embed::parse(["apps.failures", "bogus"]);
         assert!(e.tasks && e.last_task_failure && e.deployments && !e.counts);
     }
+}
+
+/// A deployment as `/v2/deployments` lists it (Marathon's DeploymentStepInfo).
+pub fn deployment_json(d: &pacer_core::state::Deployment) -> Value {
+    let action =
+        |a: &pacer_core::state::DeploymentAction| json!({"action": a.action, "app": a.app});
+    json!({
+        "id": d.id,
+        "version": d.version,
+        "affectedApps": d.affected_apps,
+        "affectedPods": [],
+        "steps": d.steps.iter().map(|s| json!({"actions": s.iter().map(action).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "currentActions": d.current_actions().iter().map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": []})).collect::<Vec<_>>(),
+        "currentStep": d.current_step.min(d.steps.len()),
+        "totalSteps": d.steps.len(),
+    })
+}
+
+/// Which parts of a group `embed` asks for (`group.groups`, `group.apps`, `group.pods`, plus
+/// app-level embeds with the `group.apps.` prefix). No `embed` at all means all three parts.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupEmbed {
+    pub groups: bool,
+    pub apps: bool,
+    pub pods: bool,
+    pub app: Embed,
+}
+
+impl GroupEmbed {
+    pub fn parse(values: Vec<&str>) -> Self {
+        if values.is_empty() {
+            return GroupEmbed {
+                groups: true,
+                apps: true,
+                pods: true,
+                app: Embed::default(),
+            };
+        }
+        GroupEmbed {
+            groups: values.contains(&"group.groups"),
+            apps: values.contains(&"group.apps"),
+            pods: values.contains(&"group.pods"),
+            app: Embed::parse(
+                values
+                    .iter()
+                    .copied()
+                    .filter(|v| v.starts_with("group.apps.")),
+            ),
+        }
+    }
+}
+
+/// Marathon's GroupInfo for `gid`, over any root (the current one or a stored version).
+pub fn group_info(
+    state: &State,
+    apps: &pacer_core::imbl::OrdMap<pacer_core::id::PathId, std::sync::Arc<AppDefinition>>,
+    groups: &pacer_core::imbl::OrdMap<
+        pacer_core::id::PathId,
+        std::sync::Arc<pacer_core::state::Group>,
+    >,
+    gid: &pacer_core::id::PathId,
+    embed: GroupEmbed,
+    now: Timestamp,
+) -> Value {
+    use pacer_core::state::under;
+    let group = groups
+        .get(gid)
+        .map(|g| (**g).clone())
+        .unwrap_or_else(pacer_core::state::Group::root);
+    let mut m = serde_json::Map::new();
+    m.insert("id".into(), json!(gid));
+    if embed.apps {
+        let list: Vec<Value> = under(apps, gid)
+            .filter(|(id, _)| &id.parent() == gid)
+            .map(|(_, a)| app_info(state, a, embed.app, now))
+            .collect();
+        m.insert("apps".into(), json!(list));
+    }
+    if embed.groups {
+        let list: Vec<Value> = under(groups, gid)
+            .filter(|(id, _)| !id.is_root() && &id.parent() == gid)
+            .map(|(id, _)| group_info(state, apps, groups, id, embed, now))
+            .collect();
+        m.insert("groups".into(), json!(list));
+    }
+    if embed.pods {
+        m.insert("pods".into(), json!([]));
+    }
+    m.insert("dependencies".into(), json!(group.dependencies));
+    m.insert("version".into(), json!(group.version));
+    m.insert("enforceRole".into(), json!(group.enforce_role));
+    Value::Object(m)
 }

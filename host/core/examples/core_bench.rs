@@ -60,6 +60,7 @@ fn main() {
         core.command(
             now,
             Command::CreateApp {
+                force: false,
                 id,
                 patch: Box::new(patch),
             },

@@ -88,6 +88,11 @@ impl PathId {
         &self.0
     }
 
+    /// A bound for range scans; not necessarily a valid id.
+    pub(crate) fn from_raw_unchecked(s: String) -> Self {
+        PathId(s)
+    }
+
     pub fn is_root(&self) -> bool {
         self.0 == "/"
     }

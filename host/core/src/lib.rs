@@ -1,8 +1,15 @@
 //! `pacer-core`: the pure heart of Pacer. A synchronous state machine, `(now, input) → effects`:
 //! no IO, no async runtime, and it never reads the clock — the shell passes `now` in.
 
+/// Re-exported so that readers of [`state::State`] name the same map types.
+pub use imbl;
+
 pub mod app;
 pub mod cluster;
+pub mod deploy;
+pub mod events;
+pub mod group_patch;
+mod groups;
 pub mod id;
 pub mod instance;
 pub mod machine;
@@ -11,6 +18,7 @@ mod machine_tests;
 pub mod normalize;
 pub mod persist;
 pub mod placement;
+pub mod plan;
 pub mod state;
 pub mod time;
 pub mod validate;

@@ -4,11 +4,14 @@
 
 use crate::app::{AppDefinition, EnvValue, NetworkMode};
 use crate::cluster::*;
+use crate::deploy::{AppTarget, Change, Mode, RootBase, RootDelta, ROOT_BASE_KEY};
+use crate::events::Event;
+use crate::group_patch::GroupPatch;
 use crate::id::{IdSource, InstanceId, PathId, TaskId};
 use crate::instance::{AgentInfo, Goal, Instance, Task, TaskFailure};
 use crate::normalize::{AppPatch, NormalizeContext};
 use crate::persist::{keys, StoreOp};
-use crate::placement::{match_offer, RejectReason};
+use crate::placement::match_offer;
 use crate::state::{Delay, Deployment, DeploymentAction, Group, State};
 use crate::time::Timestamp;
 use crate::validate::{validate_app, ValidationContext};
@@ -30,6 +33,13 @@ pub struct Config {
     pub decline_offer_duration: Duration,
     pub max_versions: usize,
     pub env_vars_prefix: Option<String>,
+    /// `--max_running_deployments`: more are refused with 403.
+    pub max_running_deployments: usize,
+    /// `--task_launch_timeout`: a task not RUNNING this long after staging is killed.
+    pub task_launch_timeout: Duration,
+    /// Pacer's deployment failure policy (off by default, as in Marathon).
+    pub deployment_progress_deadline: Option<Duration>,
+    pub deployment_rollback_on_failure: bool,
 }
 
 impl Default for Config {
@@ -43,6 +53,10 @@ impl Default for Config {
             decline_offer_duration: Duration::from_secs(120),
             max_versions: 50,
             env_vars_prefix: None,
+            max_running_deployments: 100,
+            task_launch_timeout: Duration::from_secs(300),
+            deployment_progress_deadline: None,
+            deployment_rollback_on_failure: false,
         }
     }
 }
@@ -62,38 +76,73 @@ pub enum Effect {
     Kill(KillRequest),
     /// Ask the backend for the status of these tasks; an empty list means "all you know".
     Reconcile(Vec<TaskId>),
+    /// Something happened that observers (logs, the event bus) should hear about.
+    Event(Event),
 }
 
-/// A command from the API. Ids are already resolved against the root.
+/// A command from the API. Ids are already resolved against the root. `force` overrides
+/// deployment locks by cancelling the deployments that hold them.
 #[derive(Clone, Debug)]
 pub enum Command {
     /// `POST /v2/apps`.
     CreateApp {
         id: PathId,
         patch: Box<AppPatch>,
+        force: bool,
     },
     /// `PUT`/`PATCH` of one or many apps. `create`: missing apps may be created.
     UpdateApps {
         updates: Vec<(PathId, AppPatch)>,
         partial: bool,
         create: bool,
+        force: bool,
     },
     /// `PUT /v2/apps/{id}` with only `{"version": ..}`.
     RollbackApp {
         id: PathId,
         version: Timestamp,
+        force: bool,
     },
     DeleteApp {
         id: PathId,
+        force: bool,
     },
     RestartApp {
         id: PathId,
+        force: bool,
     },
     /// Kill tasks. `scale`: also lower `instances`; `wipe`: expunge instead of relaunching.
     KillTasks {
         tasks: Vec<TaskId>,
         scale: bool,
         wipe: bool,
+        force: bool,
+    },
+    /// `POST /v2/groups[/{id}]`: `id` is the path the body's id is relative to.
+    CreateGroup {
+        id: PathId,
+        patch: Box<GroupPatch>,
+        force: bool,
+    },
+    /// `PUT /v2/groups[/{id}]`: structural update, `scaleBy`, or rollback by `version`.
+    UpdateGroup {
+        id: PathId,
+        patch: Box<GroupPatch>,
+        force: bool,
+        dry_run: bool,
+    },
+    DeleteGroup {
+        id: PathId,
+        force: bool,
+    },
+    /// `DELETE /v2/deployments/{id}`: revert (`force=false`) or just stop (`force=true`).
+    CancelDeployment {
+        id: String,
+        force: bool,
+    },
+    /// `DELETE /v2/queue/{id}/delay`.
+    ResetDelay {
+        id: PathId,
     },
 }
 
@@ -107,6 +156,10 @@ pub enum Outcome {
     },
     /// Tasks were killed without scaling; the instances as they were before the kill.
     Killed(Vec<Arc<Instance>>),
+    /// `dryRun`: the steps the change would take; nothing was applied.
+    Plan(Vec<Vec<DeploymentAction>>),
+    /// Done; nothing to report.
+    Done,
 }
 
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -121,34 +174,44 @@ pub enum CommandError {
     BadRequest(String),
     #[error("{0}")]
     Unprocessable(String),
+    /// Apps of the change belong to running deployments (their ids).
+    #[error("App is locked by one or more deployments.")]
+    Locked(Vec<String>),
+    /// `--max_running_deployments` reached.
+    #[error("{0}")]
+    Forbidden(String),
 }
 
-/// What the core knows about the last offer it could not use for an app (for `/v2/queue`).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct OfferStats {
-    pub processed: u64,
-    pub unused: u64,
-    pub last_reasons: Vec<RejectReason>,
+/// Everything a command can change, so that a failed write (or a dry run) leaves no trace.
+struct Undo {
+    state: State,
+    progress: BTreeMap<String, Timestamp>,
+    root_deltas: BTreeSet<Timestamp>,
 }
 
 pub struct Scheduler {
-    state: State,
-    config: Config,
-    ids: IdSource,
+    pub(crate) state: State,
+    pub(crate) config: Config,
+    pub(crate) ids: IdSource,
     effects: VecDeque<Effect>,
     /// Versions must be unique per app; a change in the same millisecond moves one ahead.
     last_version: Timestamp,
-    /// The state before the command in progress, restored if its write fails.
-    undo: Option<State>,
+    /// What the command in progress may change, restored if its write fails.
+    undo: Option<Undo>,
     /// Effects of the step in progress that must wait for its writes.
-    pending: Vec<Effect>,
+    pub(crate) pending: Vec<Effect>,
     /// Instances waiting for a launch (goal Running, no live task), across all apps.
     launch_queue: BTreeSet<InstanceId>,
-    /// Apps converged in the step in progress; their deployments may have finished.
-    touched: BTreeSet<PathId>,
+    /// Apps converged in the step in progress; their deployments may have advanced.
+    pub(crate) touched: BTreeSet<PathId>,
     /// Where the search for the next free dynamic service port starts.
     next_service_port: i64,
-    pub offer_stats: BTreeMap<PathId, OfferStats>,
+    /// When each running deployment last made progress (a step began, an instance came up).
+    pub(crate) progress: BTreeMap<String, Timestamp>,
+    /// Root-version deltas in the store (after the stored base).
+    pub(crate) root_deltas: BTreeSet<Timestamp>,
+    /// Tasks launched but not yet RUNNING, by staging time (for `--task_launch_timeout`).
+    launching: BTreeSet<(Timestamp, InstanceId)>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -211,7 +274,9 @@ impl Scheduler {
             launch_queue: BTreeSet::new(),
             touched: BTreeSet::new(),
             next_service_port: 0,
-            offer_stats: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            root_deltas: BTreeSet::new(),
+            launching: BTreeSet::new(),
         }
     }
 
@@ -238,6 +303,8 @@ impl Scheduler {
             serde_json::from_slice(v).map_err(|e| format!("stored record {key} is unreadable: {e}"))
         }
         let mut s = State::default();
+        let mut root_base: Option<RootBase> = None;
+        let mut root_deltas: Vec<RootDelta> = Vec::new();
         for (key, value) in &entries {
             if key.starts_with(keys::APP_VERSION) {
                 let app: AppDefinition = parse(key, value)?;
@@ -268,9 +335,29 @@ impl Scheduler {
             } else if key.starts_with(keys::TASK_FAILURE) {
                 let f: TaskFailure = parse(key, value)?;
                 s.task_failures.insert(f.app_id.clone(), Arc::new(f));
+            } else if key.starts_with(keys::ROOT_VERSION) {
+                root_deltas.push(parse(key, value)?);
+            } else if key == ROOT_BASE_KEY {
+                root_base = Some(parse(key, value)?);
             }
         }
+        s.orphans = s
+            .versions
+            .keys()
+            .filter(|id| !s.apps.contains_key(*id))
+            .cloned()
+            .collect();
         self.state = s;
+        self.restore_root_versions(root_base, root_deltas);
+        let launching: Vec<Instance> = self
+            .state
+            .instances
+            .values()
+            .map(|i| (**i).clone())
+            .collect();
+        for i in &launching {
+            self.index_launching(None, Some(i));
+        }
         self.launch_queue = self
             .state
             .instances
@@ -303,10 +390,14 @@ impl Scheduler {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
+        // Progress deadlines of deployments restored from the store count from now.
+        for id in self.state.deployments.keys() {
+            self.progress.entry(id.clone()).or_insert(now);
+        }
         for id in ids {
             self.converge(&id, now, &mut ops);
         }
-        self.finish_deployments(&mut ops);
+        self.finish_deployments(now, &mut ops);
         self.flush(ops);
     }
 
@@ -316,7 +407,11 @@ impl Scheduler {
     /// Applies a command. Its writes are queued as one `Persist` effect ahead of everything it
     /// triggers; if the shell cannot make them durable it calls [`Scheduler::rollback`].
     pub fn command(&mut self, now: Timestamp, cmd: Command) -> Result<Outcome, CommandError> {
-        self.undo = Some(self.state.clone());
+        self.undo = Some(Undo {
+            state: self.state.clone(),
+            progress: self.progress.clone(),
+            root_deltas: self.root_deltas.clone(),
+        });
         let queued = self.effects.len();
         let result = self.command_inner(now, cmd);
         if result.is_err() {
@@ -332,17 +427,31 @@ impl Scheduler {
 
     fn rollback_to(&mut self, queued: usize) {
         if let Some(prev) = self.undo.take() {
-            self.state = prev;
-            self.launch_queue = self
-                .state
-                .instances
-                .values()
-                .filter(|i| i.is_scheduled())
-                .map(|i| i.id.clone())
-                .collect();
+            self.state = prev.state;
+            self.progress = prev.progress;
+            self.root_deltas = prev.root_deltas;
+            self.rebuild_indexes();
         }
+        self.touched.clear();
         self.pending.clear();
         self.effects.truncate(queued);
+    }
+
+    /// Recomputes the launch queue and the launch-timeout index from the instances.
+    fn rebuild_indexes(&mut self) {
+        self.launch_queue = self
+            .state
+            .instances
+            .values()
+            .filter(|i| i.is_scheduled())
+            .map(|i| i.id.clone())
+            .collect();
+        self.launching = self
+            .state
+            .instances
+            .values()
+            .filter_map(|i| launching_key(i))
+            .collect();
     }
 
     fn existing_app(&self, id: &PathId) -> Result<Arc<AppDefinition>, CommandError> {
@@ -353,7 +462,7 @@ impl Scheduler {
             .ok_or_else(|| CommandError::NotFound(format!("App '{id}' does not exist")))
     }
 
-    fn next_version(&mut self, now: Timestamp) -> Timestamp {
+    pub(crate) fn next_version(&mut self, now: Timestamp) -> Timestamp {
         let v = if now > self.last_version {
             now
         } else {
@@ -366,7 +475,7 @@ impl Scheduler {
     fn command_inner(&mut self, now: Timestamp, cmd: Command) -> Result<Outcome, CommandError> {
         let mut ops = Vec::new();
         let outcome = match cmd {
-            Command::CreateApp { id, patch } => {
+            Command::CreateApp { id, patch, force } => {
                 if self.state.apps.contains_key(&id) {
                     return Err(CommandError::AlreadyExists(format!(
                         "An app with id [{id}] already exists."
@@ -374,47 +483,39 @@ impl Scheduler {
                 }
                 let version = self.next_version(now);
                 let app = self.build_app(&id, &patch, None, version)?;
-                let dep = self.stage_changes(vec![(None, app)], version, &mut ops)?;
-                Outcome::Deployment {
-                    id: dep,
-                    version,
-                    created: true,
-                }
+                let mut change = Change::default();
+                change.apps.insert(id, Some(AppTarget::new(app)));
+                self.deploy_outcome(now, version, change, force, &mut ops)?
             }
             Command::UpdateApps {
                 updates,
                 partial,
                 create,
+                force,
             } => {
                 let version = self.next_version(now);
-                let mut changes = Vec::new();
-                let mut created = false;
+                let mut change = Change::default();
                 for (id, patch) in &updates {
                     let existing = self.state.apps.get(id).cloned();
                     if existing.is_none() && !create {
                         return Err(CommandError::NotFound(format!("App '{id}' does not exist")));
                     }
-                    created |= existing.is_none();
                     let base = if partial { existing.as_deref() } else { None };
                     let mut app = self.build_app(id, patch, base, version)?;
                     if let Some(old) = &existing {
                         // A full replacement keeps the app's dynamic service ports where it asks for 0.
                         self.keep_service_ports(old, &mut app);
                     }
-                    changes.push((existing, app));
+                    change.apps.insert(id.clone(), Some(AppTarget::new(app)));
                 }
-                let dep = self.stage_changes(changes, version, &mut ops)?;
-                Outcome::Deployment {
-                    id: dep,
-                    version,
-                    created,
-                }
+                self.deploy_outcome(now, version, change, force, &mut ops)?
             }
             Command::RollbackApp {
                 id,
                 version: target,
+                force,
             } => {
-                let existing = self.state.apps.get(&id).cloned();
+                self.existing_app(&id)?;
                 let stored = self
                     .state
                     .versions
@@ -427,133 +528,205 @@ impl Scheduler {
                         ))
                     })?;
                 let version = self.next_version(now);
-                let mut app = (*stored).clone();
-                app.version = version;
-                let dep = self.stage_changes(vec![(existing, app)], version, &mut ops)?;
-                Outcome::Deployment {
-                    id: dep,
-                    version,
-                    created: false,
-                }
-            }
-            Command::DeleteApp { id } => {
-                let app = self.existing_app(&id)?;
-                let version = self.next_version(now);
-                self.remove_app(&app, &mut ops);
-                let dep = self.new_deployment(
-                    version,
-                    vec![(app.id.clone(), "StopApplication")],
-                    &mut ops,
+                let mut change = Change::default();
+                change.apps.insert(
+                    id,
+                    Some(AppTarget {
+                        app: (*stored).clone(),
+                        restart: false,
+                        keep_config: Some(stored.version_info.last_config_change_at),
+                    }),
                 );
-                self.converge(&id, now, &mut ops);
-                Outcome::Deployment {
-                    id: dep,
-                    version,
-                    created: false,
-                }
+                self.deploy_outcome(now, version, change, force, &mut ops)?
             }
-            Command::RestartApp { id } => {
+            Command::DeleteApp { id, force } => {
+                self.existing_app(&id)?;
+                let version = self.next_version(now);
+                let mut change = Change::default();
+                change.apps.insert(id, None);
+                self.deploy_outcome(now, version, change, force, &mut ops)?
+            }
+            Command::RestartApp { id, force } => {
                 let existing = self.existing_app(&id)?;
                 let version = self.next_version(now);
-                let mut app = (*existing).clone();
                 // Pacer follows Marathon 1.11 here: a restart is a config change, so every
                 // instance is replaced and any backoff starts fresh.
-                app.version = version;
-                app.version_info.last_config_change_at = version;
-                app.version_info.last_scaling_at = version;
-                self.store_app(&app, &mut ops);
-                let dep = self.new_deployment(
-                    version,
-                    vec![(id.clone(), "RestartApplication")],
-                    &mut ops,
+                let mut change = Change::default();
+                change.apps.insert(
+                    id,
+                    Some(AppTarget {
+                        app: (*existing).clone(),
+                        restart: true,
+                        keep_config: None,
+                    }),
                 );
-                self.converge(&id, now, &mut ops);
-                Outcome::Deployment {
-                    id: dep,
-                    version,
-                    created: false,
-                }
+                self.deploy_outcome(now, version, change, force, &mut ops)?
             }
-            Command::KillTasks { tasks, scale, wipe } => {
-                if scale && wipe {
-                    return Err(CommandError::BadRequest(
-                        "You cannot use scale and wipe at the same time.".into(),
-                    ));
+            Command::KillTasks {
+                tasks,
+                scale,
+                wipe,
+                force,
+            } => self.kill_tasks(now, tasks, scale, wipe, force, &mut ops)?,
+            Command::CreateGroup { id, patch, force } => {
+                let version = self.next_version(now);
+                let change = self.create_group_change(&id, &patch, version)?;
+                self.deploy_outcome(now, version, change, force, &mut ops)?
+            }
+            Command::UpdateGroup {
+                id,
+                patch,
+                force,
+                dry_run,
+            } => {
+                let version = self.next_version(now);
+                let change = self.update_group_change(&id, &patch, version)?;
+                if dry_run {
+                    let planned = self.deploy(now, version, change, true, false, &mut ops)?;
+                    // Nothing of a dry run may stay: undo it as a failed write would be.
+                    self.rollback_to(self.effects.len());
+                    return Ok(Outcome::Plan(planned.steps));
                 }
-                let mut found = Vec::new();
-                for t in &tasks {
-                    // Any id of the instance (an older incarnation, a pre-1.8 form) addresses
-                    // its current task, as Marathon's id parsing does.
-                    let inst = t
-                        .instance_id()
-                        .and_then(|iid| self.state.instances.get(&iid).cloned())
-                        .ok_or_else(|| {
-                            CommandError::NotFound(format!("Task '{t}' does not exist"))
-                        })?;
-                    if !found.iter().any(|i: &Arc<Instance>| i.id == inst.id) {
-                        found.push(inst);
-                    }
-                }
-                if scale {
+                self.deploy_outcome(now, version, change, force, &mut ops)?
+            }
+            Command::DeleteGroup { id, force } => {
+                let version = self.next_version(now);
+                let change = self.delete_group_change(&id)?;
+                self.deploy_outcome(now, version, change, force, &mut ops)?
+            }
+            Command::CancelDeployment { id, force } => {
+                let not_found =
+                    || CommandError::NotFound(format!("DeploymentPlan {id} does not exist"));
+                let dep = self
+                    .state
+                    .deployments
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(not_found)?;
+                if force {
+                    self.cancel(&id, &mut ops);
+                    self.pending.push(Effect::Event(Event::DeploymentFailed {
+                        plan: dep,
+                        reason: "The deployment was cancelled.".into(),
+                    }));
+                    Outcome::Done
+                } else {
                     let version = self.next_version(now);
-                    let mut per_app: BTreeMap<PathId, u32> = BTreeMap::new();
-                    for inst in &found {
-                        if inst.goal == Goal::Running {
-                            *per_app.entry(inst.app_id.clone()).or_default() += 1;
-                        }
-                        self.decommission(inst, &mut ops);
-                    }
-                    let mut actions = Vec::new();
-                    for (app_id, n) in per_app {
-                        if let Some(existing) = self.state.apps.get(&app_id).cloned() {
-                            let mut app = (*existing).clone();
-                            app.instances = app.instances.saturating_sub(n);
-                            app.version = version;
-                            app.version_info.last_scaling_at = version;
-                            self.store_app(&app, &mut ops);
-                            actions.push((app_id.clone(), "ScaleApplication"));
-                        }
-                    }
-                    let dep = self.new_deployment(version, actions, &mut ops);
-                    for inst in &found {
-                        self.converge(&inst.app_id, now, &mut ops);
-                    }
-                    self.finish_deployments(&mut ops);
+                    // The reverted deployment ends as failed; the revert replaces it (forced).
+                    self.pending.push(Effect::Event(Event::DeploymentFailed {
+                        plan: dep.clone(),
+                        reason: "The deployment was rolled back.".into(),
+                    }));
+                    let planned = self.revert(now, version, &dep, &mut ops)?;
                     Outcome::Deployment {
-                        id: dep,
+                        id: planned.id,
                         version,
                         created: false,
                     }
-                } else {
-                    for inst in &found {
-                        if wipe {
-                            self.decommission(inst, &mut ops);
-                        } else if let Some(task) =
-                            inst.task.as_ref().filter(|t| !t.state.is_terminal())
-                        {
-                            let grace = self.grace_of(&inst.app_id);
-                            let mut i = (**inst).clone();
-                            if let Some(t) = i.task.as_mut() {
-                                t.kill_sent = true;
-                            }
-                            self.store_instance(i, &mut ops);
-                            self.pending.push(Effect::Kill(KillRequest {
-                                task_id: task.task_id.clone(),
-                                agent_id: inst.agent.as_ref().map(|a| a.agent_id.clone()),
-                                grace,
-                            }));
-                        }
-                    }
-                    for inst in &found {
-                        self.converge(&inst.app_id, now, &mut ops);
-                    }
-                    Outcome::Killed(found)
                 }
             }
+            Command::ResetDelay { id } => {
+                let queued = self.state.instances_of(&id).any(|i| i.is_scheduled());
+                if !queued {
+                    return Err(CommandError::NotFound(format!(
+                        "Application {id} not found in tasks queue."
+                    )));
+                }
+                self.state.delays.remove(&id);
+                Outcome::Done
+            }
         };
-        self.finish_deployments(&mut ops);
+        let touched: Vec<PathId> = self.touched.iter().cloned().collect();
+        for app in touched {
+            self.converge(&app, now, &mut ops);
+        }
+        self.finish_deployments(now, &mut ops);
         self.flush(ops);
         Ok(outcome)
+    }
+
+    fn deploy_outcome(
+        &mut self,
+        now: Timestamp,
+        version: Timestamp,
+        change: Change,
+        force: bool,
+        ops: &mut Vec<StoreOp>,
+    ) -> Result<Outcome, CommandError> {
+        let planned = self.deploy(now, version, change, force, false, ops)?;
+        Ok(Outcome::Deployment {
+            id: planned.id,
+            version,
+            created: planned.created,
+        })
+    }
+
+    fn kill_tasks(
+        &mut self,
+        now: Timestamp,
+        tasks: Vec<TaskId>,
+        scale: bool,
+        wipe: bool,
+        force: bool,
+        ops: &mut Vec<StoreOp>,
+    ) -> Result<Outcome, CommandError> {
+        if scale && wipe {
+            return Err(CommandError::BadRequest(
+                "You cannot use scale and wipe at the same time.".into(),
+            ));
+        }
+        let mut found = Vec::new();
+        for t in &tasks {
+            // Any id of the instance (an older incarnation, a pre-1.8 form) addresses its
+            // current task, as Marathon's id parsing does.
+            let inst = t
+                .instance_id()
+                .and_then(|iid| self.state.instances.get(&iid).cloned())
+                .ok_or_else(|| CommandError::NotFound(format!("Task '{t}' does not exist")))?;
+            if !found.iter().any(|i: &Arc<Instance>| i.id == inst.id) {
+                found.push(inst);
+            }
+        }
+        if scale {
+            let version = self.next_version(now);
+            let mut per_app: BTreeMap<PathId, u32> = BTreeMap::new();
+            for inst in &found {
+                if inst.goal == Goal::Running {
+                    *per_app.entry(inst.app_id.clone()).or_default() += 1;
+                }
+                self.decommission(inst, ops);
+            }
+            let mut change = Change::default();
+            for (app_id, n) in per_app {
+                if let Some(existing) = self.state.apps.get(&app_id) {
+                    let mut app = (**existing).clone();
+                    app.instances = app.instances.saturating_sub(n);
+                    change.apps.insert(app_id, Some(AppTarget::new(app)));
+                }
+            }
+            return self.deploy_outcome(now, version, change, force, ops);
+        }
+        for inst in &found {
+            if wipe {
+                self.decommission(inst, ops);
+            } else if let Some(task) = inst.task.as_ref().filter(|t| !t.state.is_terminal()) {
+                let grace = self.grace_of(&inst.app_id);
+                let mut i = (**inst).clone();
+                if let Some(t) = i.task.as_mut() {
+                    t.kill_sent = true;
+                }
+                self.store_instance(i, ops);
+                self.pending.push(Effect::Kill(KillRequest {
+                    task_id: task.task_id.clone(),
+                    agent_id: inst.agent.as_ref().map(|a| a.agent_id.clone()),
+                    grace,
+                }));
+            }
+        }
+        for inst in &found {
+            self.touched.insert(inst.app_id.clone());
+        }
+        Ok(Outcome::Killed(found))
     }
 }
 
@@ -590,7 +763,7 @@ impl Scheduler {
 
     /// Where the new definition asks for a dynamic service port (0) at an index the old one had
     /// assigned, keep the old port: a full PUT should not reshuffle load-balancer ports.
-    fn keep_service_ports(&self, old: &AppDefinition, app: &mut AppDefinition) {
+    pub(crate) fn keep_service_ports(&self, old: &AppDefinition, app: &mut AppDefinition) {
         let old_ports = old.service_ports();
         if let Some(defs) = app.port_definitions.as_mut() {
             for (i, d) in defs.iter_mut().enumerate() {
@@ -612,7 +785,10 @@ impl Scheduler {
         }
     }
 
-    fn allocate_service_ports(&mut self, app: &mut AppDefinition) -> Result<(), CommandError> {
+    pub(crate) fn allocate_service_ports(
+        &mut self,
+        app: &mut AppDefinition,
+    ) -> Result<(), CommandError> {
         let own: BTreeSet<i64> = app
             .service_ports()
             .into_iter()
@@ -660,138 +836,7 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Checks the shared app/group namespace for a new or moved app.
-    fn check_namespace(&self, id: &PathId) -> Result<(), CommandError> {
-        if self.state.groups.contains_key(id) {
-            return Err(CommandError::Invalid(vec![Violation::new(
-                "/",
-                "Groups and Applications may not have the same identifier.",
-            )]));
-        }
-        for anc in id.ancestors() {
-            if self.state.apps.contains_key(&anc) {
-                return Err(CommandError::Invalid(vec![Violation::new(
-                    "/id",
-                    format!("The parent path {anc} of app {id} is an app; apps and groups may not share an id"),
-                )]));
-            }
-        }
-        Ok(())
-    }
-
-    /// Stages one deployment for a set of app changes: version info, service ports, groups,
-    /// writes and the plan.
-    fn stage_changes(
-        &mut self,
-        changes: Vec<(Option<Arc<AppDefinition>>, AppDefinition)>,
-        version: Timestamp,
-        ops: &mut Vec<StoreOp>,
-    ) -> Result<String, CommandError> {
-        let mut actions = Vec::new();
-        let mut new_apps = Vec::new();
-        for (existing, mut app) in changes {
-            if existing.is_none() {
-                self.check_namespace(&app.id)?;
-            }
-            app.version = version;
-            // One diff against the predecessor decides both the version info and the action.
-            let (last_config_change_at, action) = match &existing {
-                None => (version, "ScaleApplication"),
-                Some(old) if old.is_config_change(&app) => (version, "RestartApplication"),
-                Some(old) if old.instances != app.instances => {
-                    (old.version_info.last_config_change_at, "ScaleApplication")
-                }
-                // No change at all: keep the app as it is; Marathon still answers with a plan id.
-                Some(_) => continue,
-            };
-            app.version_info = crate::app::VersionInfo {
-                last_scaling_at: version,
-                last_config_change_at,
-            };
-            if existing.is_none() {
-                new_apps.push(app.id.clone());
-            }
-            self.allocate_service_ports(&mut app)?;
-            let id = app.id.clone();
-            self.release_service_ports(&id);
-            for p in app.service_ports().into_iter().filter(|p| *p != 0) {
-                self.state.service_ports.insert(p, id.clone());
-            }
-            self.ensure_groups(&id, version, ops);
-            self.store_app(&app, ops);
-            actions.push((id, action));
-        }
-        let mut steps: Vec<Vec<DeploymentAction>> = Vec::new();
-        if !new_apps.is_empty() {
-            steps.push(
-                new_apps
-                    .iter()
-                    .map(|a| DeploymentAction {
-                        action: "StartApplication".into(),
-                        app: a.clone(),
-                    })
-                    .collect(),
-            );
-        }
-        let affected: Vec<PathId> = actions.iter().map(|(a, _)| a.clone()).collect();
-        if !actions.is_empty() {
-            steps.push(
-                actions
-                    .into_iter()
-                    .map(|(app, action)| DeploymentAction {
-                        action: action.into(),
-                        app,
-                    })
-                    .collect(),
-            );
-        }
-        let id = self.ids.uuid_v4();
-        if !steps.is_empty() {
-            let dep = Deployment {
-                id: id.clone(),
-                version,
-                affected_apps: affected.clone(),
-                steps,
-                current_step: 1,
-            };
-            ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
-            self.state.add_deployment(dep);
-        }
-        for app in affected {
-            self.converge(&app, version, ops);
-        }
-        Ok(id)
-    }
-
-    fn new_deployment(
-        &mut self,
-        version: Timestamp,
-        actions: Vec<(PathId, &'static str)>,
-        ops: &mut Vec<StoreOp>,
-    ) -> String {
-        let id = self.ids.uuid_v4();
-        if actions.is_empty() {
-            return id;
-        }
-        let dep = Deployment {
-            id: id.clone(),
-            version,
-            affected_apps: actions.iter().map(|(a, _)| a.clone()).collect(),
-            steps: vec![actions
-                .into_iter()
-                .map(|(app, action)| DeploymentAction {
-                    action: action.into(),
-                    app,
-                })
-                .collect()],
-            current_step: 1,
-        };
-        ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
-        self.state.add_deployment(dep);
-        id
-    }
-
-    fn release_service_ports(&mut self, id: &PathId) {
+    pub(crate) fn release_service_ports(&mut self, id: &PathId) {
         if let Some(old) = self.state.apps.get(id) {
             for p in old.service_ports() {
                 if self.state.service_ports.get(&p) == Some(id) {
@@ -801,22 +846,7 @@ impl Scheduler {
         }
     }
 
-    fn ensure_groups(&mut self, app: &PathId, version: Timestamp, ops: &mut Vec<StoreOp>) {
-        for g in app.ancestors().into_iter().filter(|g| !g.is_root()) {
-            if !self.state.groups.contains_key(&g) {
-                let group = Group {
-                    id: g.clone(),
-                    dependencies: Vec::new(),
-                    version,
-                    enforce_role: false,
-                };
-                ops.push(put(keys::GROUP, g.as_str(), &group));
-                self.state.groups.insert(g, Arc::new(group));
-            }
-        }
-    }
-
-    fn store_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
+    pub(crate) fn store_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
         ops.push(put(keys::APP, app.id.as_str(), app));
         ops.push(put(
             keys::APP_VERSION,
@@ -837,19 +867,18 @@ impl Scheduler {
             }
         }
         self.state.versions.insert(app.id.clone(), versions);
+        self.state.orphans.remove(&app.id);
         self.state
             .apps
             .insert(app.id.clone(), Arc::new(app.clone()));
     }
 
-    fn remove_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
+    pub(crate) fn remove_app(&mut self, app: &AppDefinition, ops: &mut Vec<StoreOp>) {
         self.release_service_ports(&app.id);
         ops.push(del(keys::APP, app.id.as_str()));
-        if let Some(versions) = self.state.versions.remove(&app.id) {
-            for v in versions.keys() {
-                ops.push(del(keys::APP_VERSION, &version_key(&app.id, *v)));
-            }
-        }
+        // Its versions stay while the root history refers to them (a group rollback may bring
+        // the app back); `collect_orphans` drops them after.
+        self.state.orphans.insert(app.id.clone());
         if self.state.task_failures.remove(&app.id).is_some() {
             ops.push(del(keys::TASK_FAILURE, app.id.as_str()));
         }
@@ -857,7 +886,32 @@ impl Scheduler {
         self.state.apps.remove(&app.id);
     }
 
-    fn grace_of(&self, app: &PathId) -> Option<Duration> {
+    /// Deletes the stored versions of removed apps that no retained root version refers to.
+    pub(crate) fn collect_orphans(&mut self, ops: &mut Vec<StoreOp>) {
+        let gone: Vec<PathId> = self
+            .state
+            .orphans
+            .iter()
+            .filter(|id| {
+                !self
+                    .state
+                    .root_versions
+                    .values()
+                    .any(|r| r.apps.contains_key(*id))
+            })
+            .cloned()
+            .collect();
+        for id in gone {
+            self.state.orphans.remove(&id);
+            if let Some(versions) = self.state.versions.remove(&id) {
+                for v in versions.keys() {
+                    ops.push(del(keys::APP_VERSION, &version_key(&id, *v)));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn grace_of(&self, app: &PathId) -> Option<Duration> {
         self.state
             .apps
             .get(app)
@@ -872,6 +926,8 @@ impl Scheduler {
 impl Scheduler {
     fn store_instance(&mut self, inst: Instance, ops: &mut Vec<StoreOp>) {
         ops.push(put(keys::INSTANCE, inst.id.as_str(), &inst));
+        let before = self.state.instances.get(&inst.id).cloned();
+        self.index_launching(before.as_deref(), Some(&inst));
         if inst.is_scheduled() {
             self.launch_queue.insert(inst.id.clone());
         } else {
@@ -890,6 +946,8 @@ impl Scheduler {
 
     fn expunge(&mut self, inst: &Instance, ops: &mut Vec<StoreOp>) {
         ops.push(del(keys::INSTANCE, inst.id.as_str()));
+        let before = self.state.instances.get(&inst.id).cloned();
+        self.index_launching(before.as_deref(), None);
         self.launch_queue.remove(&inst.id);
         self.state.instances.remove(&inst.id);
         if let Some(set) = self.state.by_app.get(&inst.app_id) {
@@ -900,6 +958,49 @@ impl Scheduler {
             } else {
                 self.state.by_app.insert(inst.app_id.clone(), set);
             }
+        }
+    }
+
+    /// Keeps the launch-timeout index in step with an instance's change.
+    pub(crate) fn index_launching(&mut self, before: Option<&Instance>, after: Option<&Instance>) {
+        if let Some(k) = before.and_then(launching_key) {
+            self.launching.remove(&k);
+        }
+        if let Some(k) = after.and_then(launching_key) {
+            self.launching.insert(k);
+        }
+    }
+
+    /// Kills tasks that did not reach RUNNING within `--task_launch_timeout`; their instances
+    /// are relaunched (a kill adds no backoff).
+    pub(crate) fn kill_overdue_launches(&mut self, now: Timestamp, ops: &mut Vec<StoreOp>) {
+        let timeout = self.config.task_launch_timeout;
+        let overdue: Vec<InstanceId> = self
+            .launching
+            .iter()
+            .take_while(|(staged, _)| staged.plus(timeout) <= now)
+            .map(|(_, iid)| iid.clone())
+            .collect();
+        for iid in overdue {
+            let Some(inst) = self.state.instances.get(&iid).cloned() else {
+                continue;
+            };
+            let mut i = (*inst).clone();
+            let Some(task) = i.task.as_mut() else {
+                continue;
+            };
+            task.kill_sent = true;
+            task.message = Some(format!(
+                "Task did not reach TASK_RUNNING within the launch timeout of {} seconds",
+                timeout.as_secs()
+            ));
+            self.pending.push(Effect::Kill(KillRequest {
+                task_id: task.task_id.clone(),
+                agent_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
+                grace: None,
+            }));
+            self.touched.insert(i.app_id.clone());
+            self.store_instance(i, ops);
         }
     }
 
@@ -939,10 +1040,20 @@ impl Scheduler {
         self.store_instance(inst, ops);
     }
 
-    /// Brings one app's instances towards its definition: scale up or down, and during a config
-    /// change replace old instances within the upgrade strategy's bounds (Marathon §5.3).
-    fn converge(&mut self, app_id: &PathId, now: Timestamp, ops: &mut Vec<StoreOp>) {
+    /// Whether an instance runs the app's current configuration.
+    fn is_current(inst: &Instance, app: &AppDefinition) -> bool {
+        inst.config_version == app.version_info.last_config_change_at
+    }
+
+    /// Brings one app's instances towards its definition, as far as its deployments allow:
+    /// a held app is left alone; an active one is scaled and, during a config change, replaced
+    /// within the upgrade strategy's bounds (Marathon §5.3); a free one only keeps its count.
+    pub(crate) fn converge(&mut self, app_id: &PathId, now: Timestamp, ops: &mut Vec<StoreOp>) {
         self.touched.insert(app_id.clone());
+        let mode = self.mode_of(app_id);
+        if mode == Mode::Held {
+            return;
+        }
         let instances: Vec<Arc<Instance>> = self.state.instances_of(app_id).cloned().collect();
         let Some(app) = self.state.apps.get(app_id).cloned() else {
             for i in instances.iter().filter(|i| {
@@ -954,14 +1065,12 @@ impl Scheduler {
             return;
         };
         let n = app.instances as usize;
-        let config = app.version_info.last_config_change_at;
         let running_goal: Vec<&Arc<Instance>> = instances
             .iter()
             .filter(|i| i.goal == Goal::Running)
             .collect();
-        let (fresh, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) = running_goal
-            .iter()
-            .partition(|i| i.config_version >= config);
+        let (fresh, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) =
+            running_goal.iter().partition(|i| Self::is_current(i, &app));
         // Old instances whose task is gone are not relaunched: the new version replaces them.
         let (old_dead, old): (Vec<&Arc<Instance>>, Vec<&Arc<Instance>>) =
             old.into_iter().partition(|i| !i.is_active());
@@ -969,51 +1078,66 @@ impl Scheduler {
             self.expunge(i, ops);
         }
 
-        if old.is_empty() {
-            if fresh.len() < n {
-                for _ in fresh.len()..n {
+        // Decommissioned-but-alive instances still occupy capacity until they are gone.
+        let dying = instances
+            .iter()
+            .filter(|i| i.goal == Goal::Decommissioned && i.is_active())
+            .count();
+        if mode == Mode::Free || (old.is_empty() && dying == 0) || fresh.len() > n {
+            // Keep the count. Outside a deployment, live old instances stay (a cancelled
+            // rollout leaves them, as in Marathon) but are the first to go when scaling down.
+            let total = fresh.len() + old.len();
+            if total < n {
+                for _ in total..n {
                     self.new_instance(&app, now, ops);
                 }
-            } else if fresh.len() > n {
-                let victims = kill_order(&fresh, app.kill_selection);
-                for i in victims.into_iter().take(fresh.len() - n) {
+            } else if total > n {
+                let mut victims = kill_order(&old, app.kill_selection);
+                victims.extend(kill_order(&fresh, app.kill_selection));
+                for i in victims.into_iter().take(total - n) {
                     self.decommission(i, ops);
                 }
             }
             return;
         }
 
-        // Rolling replacement.
-        let healthy =
-            |i: &Instance| i.is_running() && !i.task.as_ref().is_some_and(|t| t.kill_sent);
+        // Rolling replacement (Marathon's TaskReplaceActor arithmetic), which also paces
+        // launches while replaced instances are still dying. Must be idempotent: it is called
+        // again whenever anything about the app changes.
         let min_healthy = (n as f64 * app.upgrade_strategy.minimum_health_capacity).ceil() as usize;
         let mut max_capacity =
             (n as f64 * (1.0 + app.upgrade_strategy.maximum_over_capacity)).floor() as usize;
-        let mut h = running_goal.iter().filter(|i| healthy(i)).count();
+        let mut h = running_goal
+            .iter()
+            .filter(|i| self.counts_as_healthy(i))
+            .count();
         if min_healthy == max_capacity && max_capacity <= h {
+            // Neither a kill nor a launch would be allowed: permit one extra instance.
             max_capacity += 1;
         }
-        let fresh_healthy = fresh.iter().filter(|i| healthy(i)).count();
+        let fresh_ready = fresh
+            .iter()
+            .filter(|i| self.counts_as_healthy(i) && self.counts_as_ready(i))
+            .count();
         let mut old_left: Vec<&Arc<Instance>> = Vec::new();
-        // Unhealthy old instances go first: killing them costs no capacity.
+        // Unhealthy old instances go first: killing them costs no healthy capacity.
         for i in &old {
-            if !healthy(i) {
+            if !self.counts_as_healthy(i) {
                 self.decommission(i, ops);
             } else {
                 old_left.push(i);
             }
         }
         let mut old_count = old_left.len();
-        // One old instance goes for every healthy one above the minimum; all go once the new
-        // version is complete.
+        // Healthy old instances go while more than the minimum stay healthy, and all of them
+        // once the new version is complete.
         for i in kill_order(&old_left, app.kill_selection) {
-            if fresh_healthy >= n || h > min_healthy {
+            if fresh_ready >= n || h > min_healthy {
                 self.decommission(i, ops);
                 h -= 1;
                 old_count -= 1;
             }
         }
-        // Decommissioned-but-alive instances still occupy capacity until they are gone.
         let dying = self
             .state
             .instances_of(app_id)
@@ -1028,55 +1152,41 @@ impl Scheduler {
         }
     }
 
-    /// Removes deployments whose apps have converged.
-    /// Only deployments of apps converged in this step are checked: the work per event grows
-    /// with what changed, not with the number of deployments.
-    fn finish_deployments(&mut self, ops: &mut Vec<StoreOp>) {
-        let touched = std::mem::take(&mut self.touched);
-        let candidates: BTreeSet<String> = touched
-            .iter()
-            .filter_map(|app| self.state.deployments_by_app.get(app))
-            .flat_map(|ids| ids.iter().cloned())
-            .collect();
-        for id in candidates {
-            let done = self
-                .state
-                .deployments
-                .get(&id)
-                .is_some_and(|d| d.affected_apps.iter().all(|a| self.converged(a)));
-            if done {
-                self.state.remove_deployment(&id);
-                ops.push(del(keys::DEPLOYMENT, &id));
-            }
-        }
-    }
-
-    fn converged(&self, app_id: &PathId) -> bool {
+    /// An app is converged when exactly `instances` instances of its current configuration are
+    /// healthy and ready, and nothing else is left.
+    pub(crate) fn converged(&self, app_id: &PathId) -> bool {
         let mut instances = self.state.instances_of(app_id);
         match self.state.apps.get(app_id) {
             None => instances.next().is_none(),
             Some(app) => {
-                let mut running = 0;
+                let mut ready = 0;
                 for i in instances {
-                    if i.goal != Goal::Running
-                        || i.config_version < app.version_info.last_config_change_at
-                        || !i.is_running()
+                    if !Self::is_current(i, app)
+                        || !self.counts_as_healthy(i)
+                        || !self.counts_as_ready(i)
                     {
                         return false;
                     }
-                    running += 1;
+                    ready += 1;
                 }
-                running == app.instances as usize
+                ready == app.instances as usize
             }
         }
     }
 
-    fn flush(&mut self, ops: Vec<StoreOp>) {
+    pub(crate) fn flush(&mut self, ops: Vec<StoreOp>) {
         if !ops.is_empty() {
             self.effects.push_back(Effect::Persist(ops));
         }
         self.effects.extend(self.pending.drain(..));
     }
+}
+
+/// The launch-timeout index key of an instance whose task has not reached RUNNING yet.
+fn launching_key(i: &Instance) -> Option<(Timestamp, InstanceId)> {
+    let t = i.task.as_ref()?;
+    let launching = matches!(t.state, TaskState::Staging | TaskState::Starting) && !t.kill_sent;
+    launching.then(|| (t.staged_at, i.id.clone()))
 }
 
 /// Instances in the order they should be killed when scaling down (first = first to go).
@@ -1121,23 +1231,54 @@ impl Scheduler {
         self.launch_queue.iter().filter_map(move |iid| {
             let inst = self.state.instances.get(iid)?;
             let app = self.state.apps.get(&inst.app_id)?;
-            if self.state.delay_of(app, now).is_some()
-                || inst.config_version < app.version_info.last_config_change_at
-            {
+            if self.state.delay_of(app, now).is_some() {
                 return None;
             }
-            Some((app.clone(), inst.clone()))
+            Some((self.spec_for(inst, app)?, inst.clone()))
         })
     }
 
-    /// The next moment something changes without an input: a backoff delay running out.
+    /// The definition an instance launches with: the app's, or — while a deployment holds the
+    /// app back — the older version the instance was running.
+    fn spec_for(&self, inst: &Instance, app: &Arc<AppDefinition>) -> Option<Arc<AppDefinition>> {
+        if Self::is_current(inst, app) {
+            return Some(app.clone());
+        }
+        if self.mode_of(&app.id) != Mode::Held {
+            return None;
+        }
+        self.state
+            .versions
+            .get(&app.id)?
+            .get(&inst.run_spec_version)
+            .cloned()
+    }
+
+    /// The next moment something changes without an input: a backoff delay running out, a
+    /// launch timing out, a deployment reaching its progress deadline.
     pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
-        self.launch_queue
+        let backoff = self
+            .launch_queue
             .iter()
             .filter_map(|iid| self.state.instances.get(iid))
             .filter_map(|i| self.state.apps.get(&i.app_id))
             .filter_map(|app| self.state.delay_of(app, now).map(|d| d.deadline))
-            .min()
+            .min();
+        let launch = self
+            .launching
+            .first()
+            .map(|(staged, _)| staged.plus(self.config.task_launch_timeout));
+        let progress = self
+            .state
+            .deployments
+            .values()
+            .filter_map(|d| {
+                let secs = d.policy.progress_deadline_seconds?;
+                let since = self.progress.get(&d.id).copied().unwrap_or(now);
+                Some(since.plus(Duration::from_secs(secs)))
+            })
+            .min();
+        [backoff, launch, progress].into_iter().flatten().min()
     }
 
     /// Places waiting instances on an offer, or declines it.
@@ -1146,6 +1287,7 @@ impl Scheduler {
         let mut ops = Vec::new();
         let mut launches = Vec::new();
         let mut rejected_apps: BTreeSet<PathId> = BTreeSet::new();
+        let mut used_apps: BTreeSet<PathId> = BTreeSet::new();
         let candidates: Vec<(Arc<AppDefinition>, Arc<Instance>)> = self.launchable(now).collect();
         for (app, inst) in candidates {
             if launches.len() >= self.config.max_instances_per_offer {
@@ -1154,20 +1296,38 @@ impl Scheduler {
             if rejected_apps.contains(&app.id) {
                 continue;
             }
-            let stats = self.offer_stats.entry(app.id.clone()).or_default();
-            stats.processed += 1;
             match match_offer(&app, &mut budget) {
                 Ok(host_ports) => {
                     let spec = self.start_task(now, &app, &inst, &offer, host_ports, &mut ops);
                     launches.push(spec);
+                    used_apps.insert(app.id.clone());
                 }
                 Err(reason) => {
-                    let stats = self.offer_stats.entry(app.id.clone()).or_default();
+                    let mut stats = self
+                        .state
+                        .offer_stats
+                        .get(&app.id)
+                        .cloned()
+                        .unwrap_or_default();
+                    stats.processed += 1;
                     stats.unused += 1;
-                    stats.last_reasons = vec![reason];
+                    stats.last_unused_at = Some(now);
+                    *stats.rejected.entry(reason).or_default() += 1;
+                    self.state.offer_stats.insert(app.id.clone(), stats);
                     rejected_apps.insert(app.id.clone());
                 }
             }
+        }
+        for app in used_apps.into_iter().filter(|a| !rejected_apps.contains(a)) {
+            let mut stats = self
+                .state
+                .offer_stats
+                .get(&app)
+                .cloned()
+                .unwrap_or_default();
+            stats.processed += 1;
+            stats.last_used_at = Some(now);
+            self.state.offer_stats.insert(app, stats);
         }
         self.flush(ops);
         if launches.is_empty() {
@@ -1295,8 +1455,19 @@ impl Scheduler {
         } else {
             self.store_instance(i.clone(), &mut ops);
         }
+        if status.state == TaskState::Running {
+            // A new instance coming up is progress for the deployments waiting on it.
+            let ids: Vec<String> = self
+                .state
+                .deployments_of(&i.app_id)
+                .map(|d| d.id.clone())
+                .collect();
+            for id in ids {
+                self.progress.insert(id, now);
+            }
+        }
         self.converge(&i.app_id, now, &mut ops);
-        self.finish_deployments(&mut ops);
+        self.finish_deployments(now, &mut ops);
         self.flush(ops);
     }
 

@@ -21,6 +21,7 @@ struct Sim {
     killed: Vec<TaskId>,
     /// Auto-report RUNNING for launches and KILLED for kills.
     auto: bool,
+    events: Vec<crate::events::Event>,
     offer_seq: u32,
 }
 
@@ -34,6 +35,7 @@ impl Sim {
             launched: Vec::new(),
             killed: Vec::new(),
             auto: true,
+            events: Vec::new(),
             offer_seq: 0,
         }
     }
@@ -52,6 +54,7 @@ impl Sim {
         let p = parse_app_patch(v).unwrap();
         let id = Self::id(p.id.as_deref().unwrap());
         self.cmd(Command::CreateApp {
+            force: false,
             id,
             patch: Box::new(p),
         })
@@ -61,6 +64,7 @@ impl Sim {
     fn update(&mut self, id: &str, v: Value) -> Outcome {
         let p = parse_app_patch(v).unwrap();
         self.cmd(Command::UpdateApps {
+            force: false,
             updates: vec![(Self::id(id), p)],
             partial: true,
             create: false,
@@ -144,6 +148,7 @@ impl Sim {
                         follow_up.push((k.task_id, TaskState::Killed));
                     }
                 }
+                Effect::Event(ev) => self.events.push(ev),
                 Effect::Decline { .. } | Effect::Reconcile(_) => {}
             }
         }
@@ -227,9 +232,11 @@ fn service_ports_are_unique_across_apps() {
         vec![10000, 10001]
     );
     assert_eq!(snap.apps[&Sim::id("/b")].service_ports(), vec![10002]);
+    sim.settle();
     // A full PUT asking for 0 again keeps the assigned port.
     let p = parse_app_patch(json!({"cmd": "y"})).unwrap();
     sim.cmd(Command::UpdateApps {
+        force: false,
         updates: vec![(Sim::id("/b"), p)],
         partial: false,
         create: false,
@@ -305,6 +312,7 @@ fn kill_without_scale_relaunches_with_scale_shrinks() {
     let t = sim.launched[0].task_id.clone();
     let out = sim
         .cmd(Command::KillTasks {
+            force: false,
             tasks: vec![t.clone()],
             scale: false,
             wipe: false,
@@ -320,6 +328,7 @@ fn kill_without_scale_relaunches_with_scale_shrinks() {
     );
     let t = sim.launched.last().unwrap().task_id.clone();
     sim.cmd(Command::KillTasks {
+        force: false,
         tasks: vec![t],
         scale: true,
         wipe: false,
@@ -329,6 +338,7 @@ fn kill_without_scale_relaunches_with_scale_shrinks() {
     assert_eq!(sim.count("/k"), (1, 1));
     let err = sim
         .cmd(Command::KillTasks {
+            force: false,
             tasks: vec![TaskId::from_raw("nope")],
             scale: false,
             wipe: false,
@@ -413,7 +423,11 @@ fn restart_replaces_every_instance() {
     sim.settle();
     let before: Vec<_> = sim.core.snapshot().instances.keys().cloned().collect();
     sim.now = sim.now.plus(Duration::from_secs(1));
-    sim.cmd(Command::RestartApp { id: Sim::id("/x") }).unwrap();
+    sim.cmd(Command::RestartApp {
+        id: Sim::id("/x"),
+        force: false,
+    })
+    .unwrap();
     sim.settle();
     let after: Vec<_> = sim.core.snapshot().instances.keys().cloned().collect();
     assert_eq!(after.len(), 2);
@@ -427,6 +441,7 @@ fn delete_kills_everything_and_forgets_the_app() {
     sim.settle();
     assert!(sim.store.contains_key("group//g"), "implicit group stored");
     sim.cmd(Command::DeleteApp {
+        force: false,
         id: Sim::id("/g/d"),
     })
     .unwrap();
@@ -435,9 +450,10 @@ fn delete_kills_everything_and_forgets_the_app() {
     assert!(!sim
         .store
         .keys()
-        .any(|k| k.starts_with("instance/") || k.starts_with("app")));
+        .any(|k| k.starts_with("instance/") || k.starts_with("app/")));
     let err = sim
         .cmd(Command::DeleteApp {
+            force: false,
             id: Sim::id("/g/d"),
         })
         .unwrap_err();
@@ -454,6 +470,7 @@ fn app_and_group_namespace_is_shared() {
     let p = parse_app_patch(json!({"id": "/a", "cmd": "x"})).unwrap();
     let err = sim
         .cmd(Command::CreateApp {
+            force: false,
             id: Sim::id("/a"),
             patch: Box::new(p),
         })
@@ -462,6 +479,7 @@ fn app_and_group_namespace_is_shared() {
     let p = parse_app_patch(json!({"id": "/a/b/c", "cmd": "x"})).unwrap();
     assert!(sim
         .cmd(Command::CreateApp {
+            force: false,
             id: Sim::id("/a/b/c"),
             patch: Box::new(p)
         })
@@ -469,6 +487,7 @@ fn app_and_group_namespace_is_shared() {
     let p = parse_app_patch(json!({"id": "/a/b", "cmd": "x"})).unwrap();
     let err = sim
         .cmd(Command::CreateApp {
+            force: false,
             id: Sim::id("/a/b"),
             patch: Box::new(p),
         })
@@ -487,6 +506,7 @@ fn failed_write_rolls_the_command_back() {
         .command(
             sim.now,
             Command::CreateApp {
+                force: false,
                 id: Sim::id("/w"),
                 patch: Box::new(p),
             },
@@ -561,8 +581,646 @@ fn insufficient_resources_decline_with_reason() {
         declined |= matches!(e, Effect::Decline { .. });
     }
     assert!(declined);
+    let stats = sim.core.snapshot().offer_stats[&Sim::id("/big")].clone();
+    assert_eq!(stats.unused, 1);
     assert_eq!(
-        sim.core.offer_stats[&Sim::id("/big")].last_reasons,
+        stats.rejected.keys().copied().collect::<Vec<_>>(),
         vec![crate::placement::RejectReason::InsufficientCpus]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deployment engine
+
+/// A tiny deterministic generator for randomised scenarios (no dependency needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+impl Sim {
+    /// Reports RUNNING for every staged task, offering until nothing more launches.
+    fn bring_up(&mut self) {
+        loop {
+            self.settle();
+            let staging: Vec<TaskId> = self
+                .running
+                .iter()
+                .filter(|(_, s)| **s == TaskState::Staging)
+                .map(|(t, _)| t.clone())
+                .collect();
+            if staging.is_empty() {
+                return;
+            }
+            for t in staging {
+                self.status(&t, TaskState::Running);
+            }
+        }
+    }
+
+    fn group(&mut self, id: &str, v: Value, force: bool) -> Result<Outcome, CommandError> {
+        let patch = crate::group_patch::parse_group_patch(v).unwrap();
+        self.cmd(Command::UpdateGroup {
+            id: PathId::resolve(id, &PathId::root()).unwrap(),
+            patch: Box::new(patch),
+            force,
+            dry_run: false,
+        })
+    }
+
+    fn app_of(task: &TaskId) -> String {
+        task.instance_id().unwrap().safe_app_id().to_string()
+    }
+}
+
+#[test]
+fn randomised_rolling_restarts_keep_the_floor_and_the_ceiling() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let capacities = [0.0, 0.25, 0.5, 0.7, 1.0];
+    let overs = [0.0, 0.2, 0.5, 1.0];
+    for case in 0..150 {
+        let n = 1 + rng.below(7);
+        let min = capacities[rng.below(capacities.len())];
+        let over = overs[rng.below(overs.len())];
+        let min_healthy = (n as f64 * min).ceil() as usize;
+        let mut cap = (n as f64 * (1.0 + over)).floor() as usize;
+        if min_healthy == cap {
+            cap += 1;
+        }
+        let mut sim = Sim::new();
+        sim.auto = false;
+        sim.create(
+            json!({"id": "/r", "cmd": "v1", "instances": n, "cpus": 0.01, "mem": 1,
+            "upgradeStrategy": {"minimumHealthCapacity": min, "maximumOverCapacity": over}}),
+        );
+        sim.bring_up();
+        let old: Vec<TaskId> = sim.running.keys().cloned().collect();
+        assert_eq!(old.len(), n);
+        sim.update("/r", json!({"cmd": "v2"}));
+        let ctx = format!("case {case}: n={n} min={min} over={over}");
+        for _ in 0..500 {
+            let alive = sim.running.len();
+            let healthy = sim
+                .running
+                .iter()
+                .filter(|(t, s)| **s == TaskState::Running && !sim.killed.contains(t))
+                .count();
+            assert!(alive <= cap, "{ctx}: {alive} alive > {cap}");
+            assert!(
+                healthy >= min_healthy,
+                "{ctx}: {healthy} healthy < {min_healthy}"
+            );
+            sim.offer_seq += 1;
+            let o = sim.offer();
+            sim.core.handle_offer(sim.now, o);
+            sim.drain();
+            // Any one pending event happens next, in random order.
+            let mut events: Vec<(TaskId, TaskState)> = sim
+                .killed
+                .iter()
+                .filter(|t| sim.running.contains_key(*t))
+                .map(|t| (t.clone(), TaskState::Killed))
+                .collect();
+            events.extend(
+                sim.running
+                    .iter()
+                    .filter(|(_, s)| **s == TaskState::Staging)
+                    .map(|(t, _)| (t.clone(), TaskState::Running)),
+            );
+            if events.is_empty() {
+                break;
+            }
+            let (t, s) = events.swap_remove(rng.below(events.len()));
+            sim.status(&t, s);
+        }
+        let snap = sim.core.snapshot();
+        assert!(snap.deployments.is_empty(), "{ctx}: deployment finished");
+        assert_eq!(sim.running.len(), n, "{ctx}: ends with N");
+        assert!(
+            sim.running.keys().all(|t| !old.contains(t)),
+            "{ctx}: all replaced"
+        );
+    }
+}
+
+#[test]
+fn the_documented_restart_examples() {
+    // (N, minimumHealthCapacity, maximumOverCapacity) → tasks killed and started at once.
+    for (min, over, kills, starts) in [(1.0, 1.0, 0, 3), (0.0, 0.0, 3, 3), (0.5, 0.0, 1, 1)] {
+        let mut sim = Sim::new();
+        sim.auto = false;
+        sim.create(
+            json!({"id": "/e", "cmd": "v1", "instances": 3, "cpus": 0.01, "mem": 1,
+            "upgradeStrategy": {"minimumHealthCapacity": min, "maximumOverCapacity": over}}),
+        );
+        sim.bring_up();
+        let launched = sim.launched.len();
+        sim.update("/e", json!({"cmd": "v2"}));
+        sim.settle();
+        assert_eq!(sim.killed.len(), kills, "min={min} over={over}: kills");
+        // Kills must complete before their capacity is reused.
+        for t in sim.killed.clone() {
+            sim.status(&t, TaskState::Killed);
+        }
+        sim.settle();
+        let started = sim.launched.len() - launched;
+        assert_eq!(
+            started,
+            starts.max(kills.min(3)),
+            "min={min} over={over}: starts"
+        );
+    }
+}
+
+fn three_tier() -> Value {
+    json!({"id": "/shop", "apps": [
+        {"id": "web", "cmd": "w", "cpus": 0.01, "mem": 1, "dependencies": ["api"]},
+        {"id": "api", "cmd": "a", "cpus": 0.01, "mem": 1, "dependencies": ["/shop/db"]},
+        {"id": "db", "cmd": "d", "cpus": 0.01, "mem": 1}
+    ]})
+}
+
+#[test]
+fn groups_start_in_dependency_order_and_stop_in_reverse() {
+    let mut sim = Sim::new();
+    sim.auto = false;
+    let out = sim.group("/", three_tier(), false).unwrap();
+    assert!(matches!(out, Outcome::Deployment { created: true, .. }));
+    let dep = sim
+        .core
+        .snapshot()
+        .deployments
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let names: Vec<Vec<String>> = dep
+        .steps
+        .iter()
+        .map(|s| {
+            s.iter()
+                .map(|a| format!("{} {}", a.action.name(), a.app))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            vec![
+                "StartApplication /shop/api",
+                "StartApplication /shop/db",
+                "StartApplication /shop/web"
+            ],
+            vec!["ScaleApplication /shop/db"],
+            vec!["ScaleApplication /shop/api"],
+            vec!["ScaleApplication /shop/web"],
+        ]
+    );
+    // Only db may launch until it runs; then api; then web.
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        sim.settle();
+        let staged: Vec<TaskId> = sim.running.keys().cloned().collect();
+        assert_eq!(staged.len(), order.len() + 1, "one tier at a time");
+        let new = staged
+            .into_iter()
+            .find(|t| !order.contains(&Sim::app_of(t)))
+            .unwrap();
+        order.push(Sim::app_of(&new));
+        sim.status(&new, TaskState::Running);
+    }
+    assert_eq!(order, ["shop_db", "shop_api", "shop_web"]);
+    assert!(sim.core.snapshot().deployments.is_empty());
+
+    sim.cmd(Command::DeleteGroup {
+        id: Sim::id("/shop"),
+        force: false,
+    })
+    .unwrap();
+    let mut stopped = Vec::new();
+    for _ in 0..3 {
+        let pending: Vec<TaskId> = sim
+            .killed
+            .iter()
+            .filter(|t| sim.running.contains_key(*t))
+            .cloned()
+            .collect();
+        assert_eq!(pending.len(), 1, "one tier at a time");
+        stopped.push(Sim::app_of(&pending[0]));
+        sim.status(&pending[0], TaskState::Killed);
+    }
+    assert_eq!(stopped, ["shop_web", "shop_api", "shop_db"]);
+    let snap = sim.core.snapshot();
+    assert!(snap.deployments.is_empty() && snap.apps.is_empty());
+    assert!(snap.group(&Sim::id("/shop")).is_none());
+}
+
+#[test]
+fn cyclic_dependencies_are_rejected_with_nothing_applied() {
+    let mut sim = Sim::new();
+    let err = sim
+        .group(
+            "/",
+            json!({"id": "/c", "apps": [
+                {"id": "a", "cmd": "x", "dependencies": ["b"]},
+                {"id": "b", "cmd": "x", "dependencies": ["a"]}]}),
+            false,
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        CommandError::Invalid(vec![crate::violation::Violation::new(
+            "/",
+            "Dependency graph has cyclic dependencies."
+        )])
+    );
+    assert!(sim.core.snapshot().apps.is_empty());
+    assert!(sim.store.is_empty());
+}
+
+#[test]
+fn locked_apps_conflict_unless_forced_and_limits_apply() {
+    let mut sim = Sim::new();
+    sim.auto = false;
+    let Outcome::Deployment { id: first, .. } =
+        sim.create(json!({"id": "/l", "cmd": "x", "cpus": 0.01, "mem": 1}))
+    else {
+        panic!()
+    };
+    let p = parse_app_patch(json!({"cmd": "y"})).unwrap();
+    let update = |force| Command::UpdateApps {
+        updates: vec![(Sim::id("/l"), p.clone())],
+        partial: true,
+        create: false,
+        force,
+    };
+    assert_eq!(
+        sim.cmd(update(false)).unwrap_err(),
+        CommandError::Locked(vec![first.clone()])
+    );
+    assert_eq!(
+        sim.core.snapshot().apps[&Sim::id("/l")].cmd.as_deref(),
+        Some("x")
+    );
+    let Outcome::Deployment { id: second, .. } = sim.cmd(update(true)).unwrap() else {
+        panic!()
+    };
+    let snap = sim.core.snapshot();
+    assert!(
+        !snap.deployments.contains_key(&first),
+        "forced: old one cancelled"
+    );
+    assert!(snap.deployments.contains_key(&second));
+    assert!(!sim.store.contains_key(&format!("deployment/{first}")));
+
+    // --max_running_deployments
+    let mut sim = Sim::new();
+    sim.core.config.max_running_deployments = 1;
+    sim.auto = false;
+    sim.create(json!({"id": "/m1", "cmd": "x"}));
+    let p = parse_app_patch(json!({"id": "/m2", "cmd": "x"})).unwrap();
+    let err = sim
+        .cmd(Command::CreateApp {
+            id: Sim::id("/m2"),
+            patch: Box::new(p),
+            force: false,
+        })
+        .unwrap_err();
+    assert!(
+        matches!(err, CommandError::Forbidden(ref m) if m.starts_with("Max number (1) of running deployments"))
+    );
+}
+
+#[test]
+fn revert_restores_the_original_and_keeps_its_instances() {
+    let mut sim = Sim::new();
+    sim.auto = false;
+    sim.create(
+        json!({"id": "/v", "cmd": "v1", "instances": 3, "cpus": 0.01, "mem": 1,
+        "upgradeStrategy": {"minimumHealthCapacity": 1.0, "maximumOverCapacity": 0.0}}),
+    );
+    sim.bring_up();
+    let v1 = sim.core.snapshot().apps[&Sim::id("/v")].clone();
+    let Outcome::Deployment { id: dep, .. } = sim.update("/v", json!({"cmd": "v2"})) else {
+        panic!()
+    };
+    // One extra v2 instance starts (the one-extra rule) and runs; one v1 goes.
+    sim.bring_up();
+    assert_eq!(sim.launched.len(), 4);
+    let out = sim
+        .cmd(Command::CancelDeployment {
+            id: dep.clone(),
+            force: false,
+        })
+        .unwrap();
+    let Outcome::Deployment { id: revert, .. } = out else {
+        panic!()
+    };
+    let snap = sim.core.snapshot();
+    let app = &snap.apps[&Sim::id("/v")];
+    assert_eq!(app.cmd.as_deref(), Some("v1"));
+    assert_eq!(
+        app.version_info.last_config_change_at, v1.version_info.last_config_change_at,
+        "the original configuration comes back"
+    );
+    assert!(snap.deployments.contains_key(&revert) && !snap.deployments.contains_key(&dep));
+    for t in sim.killed.clone() {
+        if sim.running.contains_key(&t) {
+            sim.status(&t, TaskState::Killed);
+        }
+    }
+    sim.bring_up();
+    for t in sim.killed.clone() {
+        if sim.running.contains_key(&t) {
+            sim.status(&t, TaskState::Killed);
+        }
+    }
+    sim.bring_up();
+    let snap = sim.core.snapshot();
+    assert!(snap.deployments.is_empty());
+    let insts: Vec<_> = snap.instances_of(&Sim::id("/v")).collect();
+    assert_eq!(insts.len(), 3);
+    // Only the v1 instance the upgrade replaced was relaunched: 4 launches + 1.
+    assert_eq!(sim.launched.len(), 5);
+    assert!(sim.launched.last().unwrap().env["MARATHON_APP_VERSION"] != v1.version.to_string());
+
+    // force=true just stops a deployment.
+    let Outcome::Deployment { id: dep, .. } = sim.update("/v", json!({"cmd": "v3"})) else {
+        panic!()
+    };
+    assert_eq!(
+        sim.cmd(Command::CancelDeployment {
+            id: dep.clone(),
+            force: true
+        })
+        .unwrap(),
+        Outcome::Done
+    );
+    assert!(sim.core.snapshot().deployments.is_empty());
+    assert_eq!(
+        sim.cmd(Command::CancelDeployment {
+            id: dep.clone(),
+            force: true
+        })
+        .unwrap_err(),
+        CommandError::NotFound(format!("DeploymentPlan {dep} does not exist"))
+    );
+}
+
+#[test]
+fn dry_run_scale_by_and_group_rollback() {
+    let mut sim = Sim::new();
+    sim.group("/", three_tier(), false).unwrap();
+    sim.settle();
+    let v0 = *sim.core.snapshot().root_versions.keys().next_back().unwrap();
+    let before = sim.store.clone();
+    let patch = crate::group_patch::parse_group_patch(json!({"scaleBy": 2})).unwrap();
+    let out = sim
+        .cmd(Command::UpdateGroup {
+            id: Sim::id("/shop"),
+            patch: Box::new(patch.clone()),
+            force: false,
+            dry_run: true,
+        })
+        .unwrap();
+    let Outcome::Plan(steps) = out else { panic!() };
+    assert_eq!(steps.len(), 3, "db, api, web scale in order");
+    assert_eq!(sim.store, before, "a dry run stores nothing");
+    assert!(sim.core.snapshot().deployments.is_empty());
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    sim.cmd(Command::UpdateGroup {
+        id: Sim::id("/shop"),
+        patch: Box::new(patch),
+        force: false,
+        dry_run: false,
+    })
+    .unwrap();
+    sim.settle();
+    assert_eq!(sim.count("/shop/web"), (2, 2));
+    assert_eq!(sim.core.snapshot().root_versions.len(), 2);
+    // Back to the first version of the whole group.
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    sim.group("/shop", json!({"version": v0.to_string()}), false)
+        .unwrap();
+    sim.settle();
+    assert_eq!(sim.count("/shop/web"), (1, 1));
+    assert_eq!(sim.count("/shop/db"), (1, 1));
+    // A structural update replaces the app set: api and web go, db stays.
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    sim.group(
+        "/shop",
+        json!({"apps": [{"id": "db", "cmd": "d", "cpus": 0.01, "mem": 1}]}),
+        false,
+    )
+    .unwrap();
+    sim.settle();
+    let snap = sim.core.snapshot();
+    assert_eq!(
+        snap.apps.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+        ["/shop/db"]
+    );
+    // Rolling the root back brings the removed apps back from their stored versions.
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    sim.group("/", json!({"version": v0.to_string()}), false)
+        .unwrap();
+    sim.settle();
+    assert_eq!(sim.core.snapshot().apps.len(), 3);
+}
+
+#[test]
+fn held_apps_are_untouched_until_their_step() {
+    let mut sim = Sim::new();
+    sim.group("/", three_tier(), false).unwrap();
+    sim.settle();
+    sim.auto = false;
+    let web_before: Vec<TaskId> = sim
+        .running
+        .keys()
+        .filter(|t| Sim::app_of(t) == "shop_web")
+        .cloned()
+        .collect();
+    // Change every tier's config at once.
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    sim.group(
+        "/shop",
+        json!({"apps": [
+            {"id": "web", "cmd": "w2", "cpus": 0.01, "mem": 1, "dependencies": ["api"]},
+            {"id": "api", "cmd": "a2", "cpus": 0.01, "mem": 1, "dependencies": ["/shop/db"]},
+            {"id": "db", "cmd": "d2", "cpus": 0.01, "mem": 1}]}),
+        false,
+    )
+    .unwrap();
+    sim.settle();
+    // Only db is being replaced; web and api were not touched.
+    assert!(sim
+        .killed
+        .iter()
+        .chain(sim.launched.iter().skip(3).map(|l| &l.task_id))
+        .all(|t| Sim::app_of(t) == "shop_db"));
+    // A held web task that dies comes back with its old definition.
+    sim.status(&web_before[0], TaskState::Failed);
+    sim.now = sim.now.plus(Duration::from_secs(5));
+    sim.settle();
+    let relaunched = sim.launched.last().unwrap();
+    assert_eq!(Sim::app_of(&relaunched.task_id), "shop_web");
+    assert_eq!(relaunched.command, CommandSpec::Shell("w".into()));
+}
+
+#[test]
+fn a_restored_deployment_resumes_without_relaunching() {
+    let mut sim = Sim::new();
+    sim.auto = false;
+    sim.create(
+        json!({"id": "/p", "cmd": "v1", "instances": 4, "cpus": 0.01, "mem": 1,
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}}),
+    );
+    sim.bring_up();
+    sim.update("/p", json!({"cmd": "v2"}));
+    sim.settle();
+    for t in sim.killed.clone() {
+        sim.status(&t, TaskState::Killed);
+    }
+    sim.settle();
+    let new_tasks: Vec<TaskId> = sim
+        .running
+        .iter()
+        .filter(|(_, s)| **s == TaskState::Staging)
+        .map(|(t, _)| t.clone())
+        .collect();
+    assert_eq!(new_tasks.len(), 2);
+    for t in &new_tasks {
+        sim.status(t, TaskState::Running);
+    }
+    // Restart the scheduler from its store.
+    let entries: Vec<(String, Vec<u8>)> = sim.store.clone().into_iter().collect();
+    let mut core = Scheduler::new(Config::default(), 7);
+    core.restore(entries).unwrap();
+    sim.core = core;
+    sim.core.converge_all(sim.now);
+    sim.drain();
+    let snap = sim.core.snapshot();
+    assert_eq!(snap.deployments.len(), 1, "the deployment was restored");
+    let launched_before = sim.launched.len();
+    for t in sim.killed.clone() {
+        if sim.running.contains_key(&t) {
+            sim.status(&t, TaskState::Killed);
+        }
+    }
+    sim.bring_up();
+    for t in sim.killed.clone() {
+        if sim.running.contains_key(&t) {
+            sim.status(&t, TaskState::Killed);
+        }
+    }
+    sim.bring_up();
+    assert!(sim.core.snapshot().deployments.is_empty());
+    // The two v2 instances that already ran were kept; only two more were launched.
+    assert_eq!(sim.launched.len() - launched_before, 2);
+    assert!(new_tasks.iter().all(|t| sim.running.contains_key(t)));
+}
+
+#[test]
+fn progress_deadline_fails_and_rolls_back() {
+    let mut sim = Sim::new();
+    sim.create(json!({"id": "/d", "cmd": "v1", "cpus": 0.01, "mem": 1}));
+    sim.settle();
+    sim.auto = false;
+    sim.now = sim.now.plus(Duration::from_secs(1));
+    sim.update(
+        "/d",
+        json!({"cmd": "v2", "labels": {
+            "PACER_DEPLOYMENT_PROGRESS_DEADLINE_SECONDS": "30",
+            "PACER_DEPLOYMENT_ROLLBACK_ON_FAILURE": "true"}}),
+    );
+    sim.settle();
+    let deadline = sim.core.next_deadline(sim.now).unwrap();
+    assert_eq!(deadline, sim.now.plus(Duration::from_secs(30)));
+    sim.now = deadline;
+    sim.core.tick(sim.now);
+    sim.drain();
+    assert!(sim.events.iter().any(|e| matches!(e,
+        crate::events::Event::DeploymentFailed { reason, .. } if reason.contains("No progress for 30 seconds"))));
+    let snap = sim.core.snapshot();
+    assert_eq!(
+        snap.apps[&Sim::id("/d")].cmd.as_deref(),
+        Some("v1"),
+        "rolled back"
+    );
+    let revert = snap.deployments.values().next().unwrap();
+    assert!(revert.is_revert);
+}
+
+#[test]
+fn launch_timeout_kills_and_relaunches() {
+    let mut sim = Sim::new();
+    sim.auto = false;
+    sim.create(json!({"id": "/t", "cmd": "x", "cpus": 0.01, "mem": 1}));
+    sim.settle();
+    let t1 = sim.launched[0].task_id.clone();
+    let deadline = sim.core.next_deadline(sim.now).unwrap();
+    assert_eq!(deadline, sim.now.plus(Duration::from_secs(300)));
+    sim.now = deadline;
+    sim.core.tick(sim.now);
+    sim.drain();
+    assert_eq!(sim.killed, vec![t1.clone()]);
+    sim.status(&t1, TaskState::Killed);
+    sim.settle();
+    let t2 = sim.launched.last().unwrap().task_id.clone();
+    assert_eq!(t2.instance_id(), t1.instance_id());
+    assert_eq!(t2.incarnation(), 2, "relaunched without backoff");
+}
+
+#[test]
+fn reset_delay_lets_a_backed_off_app_launch() {
+    let mut sim = Sim::new();
+    sim.create(json!({"id": "/b", "cmd": "false", "cpus": 0.01, "mem": 1, "backoffSeconds": 60}));
+    sim.settle();
+    let t = sim.launched[0].task_id.clone();
+    sim.status(&t, TaskState::Failed);
+    assert!(!sim.core.wants_offers(sim.now));
+    sim.cmd(Command::ResetDelay { id: Sim::id("/b") }).unwrap();
+    assert!(sim.core.wants_offers(sim.now));
+    sim.settle();
+    assert_eq!(
+        sim.cmd(Command::ResetDelay { id: Sim::id("/b") })
+            .unwrap_err(),
+        CommandError::NotFound("Application /b not found in tasks queue.".into())
+    );
+}
+
+#[test]
+fn removed_apps_keep_versions_until_the_history_forgets_them() {
+    let mut sim = Sim::new();
+    sim.core.config.max_versions = 2;
+    sim.create(json!({"id": "/o", "cmd": "x", "instances": 0}));
+    sim.cmd(Command::DeleteApp {
+        id: Sim::id("/o"),
+        force: true,
+    })
+    .unwrap();
+    assert!(sim.store.keys().any(|k| k.starts_with("app-version//o@")));
+    for i in 0..2 {
+        sim.now = sim.now.plus(Duration::from_secs(1));
+        sim.create(json!({"id": format!("/other{i}"), "cmd": "x", "instances": 0}));
+    }
+    assert!(!sim.store.keys().any(|k| k.starts_with("app-version//o@")));
+    assert!(sim.core.snapshot().versions.get(&Sim::id("/o")).is_none());
+    // The stored history stays bounded and rebuilds to the same versions.
+    let entries: Vec<(String, Vec<u8>)> = sim.store.clone().into_iter().collect();
+    let mut core = Scheduler::new(Config::default(), 1);
+    core.config.max_versions = 2;
+    core.restore(entries).unwrap();
+    assert_eq!(
+        core.snapshot().root_versions.keys().collect::<Vec<_>>(),
+        sim.core.snapshot().root_versions.keys().collect::<Vec<_>>()
     );
 }

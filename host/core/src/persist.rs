@@ -26,5 +26,6 @@ pub mod keys {
     pub const INSTANCE: &str = "instance/";
     pub const DEPLOYMENT: &str = "deployment/";
     pub const TASK_FAILURE: &str = "task-failure/";
+    pub const ROOT_VERSION: &str = "root-version/";
     pub const META: &str = "meta/";
 }

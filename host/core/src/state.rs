@@ -7,10 +7,11 @@ use crate::instance::{Instance, TaskFailure};
 use crate::time::Timestamp;
 use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Group {
     pub id: PathId,
@@ -21,21 +22,129 @@ pub struct Group {
     pub enforce_role: bool,
 }
 
+impl Group {
+    pub fn root() -> Self {
+        Group {
+            id: PathId::root(),
+            dependencies: Vec::new(),
+            version: Timestamp::EPOCH,
+            enforce_role: false,
+        }
+    }
+}
+
+/// Entries of a path-keyed map strictly below `group` (all entries for the root).
+pub fn under<'a, V>(
+    map: &'a OrdMap<PathId, V>,
+    group: &PathId,
+) -> Box<dyn Iterator<Item = (&'a PathId, &'a V)> + 'a>
+where
+    V: Clone,
+{
+    if group.is_root() {
+        return Box::new(map.iter());
+    }
+    // Ids sort as strings, so everything below `/g` lies in `[/g/, /g0)` ('0' follows '/').
+    let lo = PathId::from_raw_unchecked(format!("{}/", group.as_str()));
+    let hi = PathId::from_raw_unchecked(format!("{}0", group.as_str()));
+    Box::new(map.range(lo..hi))
+}
+
+/// The kinds of deployment action, named as in Marathon's API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ActionKind {
+    StartApplication,
+    StopApplication,
+    ScaleApplication,
+    RestartApplication,
+}
+
+impl ActionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActionKind::StartApplication => "StartApplication",
+            ActionKind::StopApplication => "StopApplication",
+            ActionKind::ScaleApplication => "ScaleApplication",
+            ActionKind::RestartApplication => "RestartApplication",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentAction {
-    pub action: String,
+    pub action: ActionKind,
     pub app: PathId,
 }
 
+/// Pacer's opt-in answer to deployments that never finish (Marathon's most common complaint).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Fail the deployment when its current step makes no progress for this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<u64>,
+    /// After failing, start a forced deployment that reverts the change.
+    #[serde(default)]
+    pub rollback: bool,
+}
+
 /// A change being rolled out. Steps run in order; the actions of a step run together.
+/// `original_*` hold what the change replaced, so that it can be reverted even after the
+/// affected apps' old versions have been pruned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Deployment {
     pub id: String,
     pub version: Timestamp,
     pub affected_apps: Vec<PathId>,
     pub steps: Vec<Vec<DeploymentAction>>,
-    /// 1-based index of the step in progress.
+    /// 1-based index of the step in progress; `steps.len() + 1` once all are done.
     pub current_step: usize,
+    #[serde(default)]
+    pub original_apps: BTreeMap<PathId, Option<Arc<AppDefinition>>>,
+    #[serde(default)]
+    pub original_groups: BTreeMap<PathId, Option<Arc<Group>>>,
+    #[serde(default)]
+    pub policy: FailurePolicy,
+    /// This deployment reverts another one (it is never reverted automatically itself).
+    #[serde(default)]
+    pub is_revert: bool,
+}
+
+impl Deployment {
+    /// The 0-based index of the first step that has an action for `app`.
+    pub fn step_of(&self, app: &PathId) -> Option<usize> {
+        self.steps
+            .iter()
+            .position(|s| s.iter().any(|a| &a.app == app))
+    }
+
+    pub fn current_actions(&self) -> &[DeploymentAction] {
+        self.current_step
+            .checked_sub(1)
+            .and_then(|i| self.steps.get(i))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// The root group at one version, by reference: which version of each app and which groups.
+/// Persistent maps, so consecutive versions share almost everything in memory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RootRefs {
+    pub apps: OrdMap<PathId, Timestamp>,
+    pub groups: OrdMap<PathId, Arc<Group>>,
+}
+
+/// Offer statistics for one app's current launch attempt (for `/v2/queue`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OfferStats {
+    pub processed: u64,
+    pub unused: u64,
+    pub last_used_at: Option<Timestamp>,
+    pub last_unused_at: Option<Timestamp>,
+    /// Offers declined for each reason, in the order the reasons are checked.
+    pub rejected: BTreeMap<crate::placement::RejectReason, u64>,
 }
 
 /// Launch backoff for one app config (Marathon's RateLimiter entry).
@@ -62,6 +171,11 @@ pub struct State {
     pub delays: OrdMap<PathId, Delay>,
     /// Service port → owning app, for uniqueness across apps.
     pub service_ports: OrdMap<i64, PathId>,
+    /// The root group's history, oldest first (at most `--zk_max_versions` entries).
+    pub root_versions: OrdMap<Timestamp, RootRefs>,
+    pub offer_stats: OrdMap<PathId, OfferStats>,
+    /// Removed apps whose versions are kept for the root history.
+    pub orphans: OrdSet<PathId>,
 }
 
 impl State {
@@ -122,14 +236,21 @@ impl State {
         }
     }
 
-    /// Apps in `group` and all its subgroups.
+    /// Apps in `group` and all its subgroups (a range scan: ids sort by path).
     pub fn apps_under<'a>(
         &'a self,
         group: &'a PathId,
     ) -> impl Iterator<Item = &'a Arc<AppDefinition>> + 'a {
-        self.apps
-            .values()
-            .filter(move |a| a.id.is_descendant_of(group))
+        under(&self.apps, group).map(|(_, a)| a)
+    }
+
+    /// A group record; the root always exists.
+    pub fn group(&self, id: &PathId) -> Option<Arc<Group>> {
+        match self.groups.get(id) {
+            Some(g) => Some(g.clone()),
+            None if id.is_root() => Some(Arc::new(Group::root())),
+            None => None,
+        }
     }
 
     /// The backoff delay in force for an app at `now`, if any.

@@ -105,6 +105,42 @@ pub struct Flags {
     )]
     pub zk_max_versions: usize,
 
+    /// Running deployments allowed at once; more are refused with 403.
+    #[arg(
+        long = "max_running_deployments",
+        env = "MARATHON_MAX_RUNNING_DEPLOYMENTS",
+        default_value_t = 100
+    )]
+    pub max_running_deployments: usize,
+
+    /// Milliseconds a task may take from launch to TASK_RUNNING before it is killed and
+    /// relaunched.
+    #[arg(
+        long = "task_launch_timeout",
+        env = "MARATHON_TASK_LAUNCH_TIMEOUT",
+        default_value_t = 300_000
+    )]
+    pub task_launch_timeout: u64,
+
+    /// Pacer: milliseconds a deployment step may go without progress before the deployment is
+    /// marked failed (0 = never, as in Marathon). Apps can set a tighter deadline with the label
+    /// PACER_DEPLOYMENT_PROGRESS_DEADLINE_SECONDS.
+    #[arg(
+        long = "deployment_progress_timeout",
+        env = "MARATHON_DEPLOYMENT_PROGRESS_TIMEOUT",
+        default_value_t = 0
+    )]
+    pub deployment_progress_timeout: u64,
+
+    /// Pacer: roll a failed deployment back automatically (apps can opt in with the label
+    /// PACER_DEPLOYMENT_ROLLBACK_ON_FAILURE=true).
+    #[arg(
+        long = "deployment_rollback_on_failure",
+        env = "MARATHON_DEPLOYMENT_ROLLBACK_ON_FAILURE",
+        default_value_t = false
+    )]
+    pub deployment_rollback_on_failure: bool,
+
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
     #[arg(
         long = "logging_level",

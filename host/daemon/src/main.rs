@@ -79,6 +79,11 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         decline_offer_duration: Duration::from_millis(flags.decline_offer_duration),
         max_versions: flags.zk_max_versions.max(1),
         env_vars_prefix: flags.env_vars_prefix.clone(),
+        max_running_deployments: flags.max_running_deployments,
+        task_launch_timeout: Duration::from_millis(flags.task_launch_timeout),
+        deployment_progress_deadline: (flags.deployment_progress_timeout > 0)
+            .then(|| Duration::from_millis(flags.deployment_progress_timeout)),
+        deployment_rollback_on_failure: flags.deployment_rollback_on_failure,
     };
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed)
@@ -204,7 +209,7 @@ fn marathon_config(f: &Flags, hostname: &str) -> serde_json::Value {
         "scale_apps_interval": 300000,
         "store_cache": true,
         "task_launch_confirm_timeout": 300000,
-        "task_launch_timeout": 300000,
+        "task_launch_timeout": f.task_launch_timeout,
         "task_lost_expunge_initial_delay": 300000,
         "task_lost_expunge_interval": 30000,
         "task_reservation_timeout": 20000,

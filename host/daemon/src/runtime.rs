@@ -4,6 +4,7 @@
 
 use pacer_api::{now, ApiContext, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
+use pacer_core::events::Event;
 use pacer_core::machine::{Effect, Scheduler};
 use pacer_store::{Store, StoreError};
 use std::sync::atomic::Ordering;
@@ -53,6 +54,7 @@ impl Runtime {
                     self.cluster.kill(k);
                 }
                 Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
+                Effect::Event(ev) => log_event(&ev),
             }
         }
         Ok(())
@@ -147,8 +149,36 @@ impl Runtime {
                         return Ok(());
                     }
                 },
-                _ = tokio::time::sleep(sleep) => revive_needed = true,
+                _ = tokio::time::sleep(sleep) => {
+                    self.core.tick(now());
+                    self.execute()?;
+                    self.publish();
+                    revive_needed = true;
+                }
             }
+        }
+    }
+}
+
+/// Until the event bus exists, the core's events go to the log.
+fn log_event(ev: &Event) {
+    match ev {
+        Event::DeploymentInfo { plan } => info!(
+            message = "Deployment step started.",
+            deployment_id = %plan.id,
+            step = plan.current_step,
+            steps = plan.steps.len()
+        ),
+        Event::DeploymentStepSuccess { plan } => info!(
+            message = "Deployment step finished.",
+            deployment_id = %plan.id,
+            step = plan.current_step
+        ),
+        Event::DeploymentSuccess { plan } => {
+            info!(message = "Deployment finished.", deployment_id = %plan.id)
+        }
+        Event::DeploymentFailed { plan, reason } => {
+            warn!(message = "Deployment failed.", deployment_id = %plan.id, reason = %reason)
         }
     }
 }
