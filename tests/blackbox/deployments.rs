@@ -343,3 +343,198 @@ fn a_deployment_resumes_after_kill9_without_relaunching_new_instances() {
     assert_eq!(count_sleepers(&v1), 0);
     assert!(old.iter().all(|t| tasks.iter().all(|n| n["id"] != t["id"])));
 }
+
+/// The status marathon-ui derives for an app (its `AppsStore`): from `deployments`, counts and
+/// the queue's delay.
+fn ui_status(app: &Value, queue: &Value) -> &'static str {
+    let mut status = if app["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
+        "Deploying"
+    } else if app["instances"] == 0 && app["tasksRunning"] == 0 {
+        "Suspended"
+    } else if app["tasksRunning"].as_u64() > Some(0) {
+        "Running"
+    } else {
+        "Unknown"
+    };
+    if let Some(item) = queue["queue"]
+        .as_array()
+        .and_then(|q| q.iter().find(|i| i["app"]["id"] == app["id"]))
+    {
+        status = if item["delay"]["overdue"] == true {
+            "Waiting"
+        } else {
+            "Delayed"
+        };
+    }
+    status
+}
+
+#[test]
+fn lifecycle_status_comes_out_as_the_ui_derives_it() {
+    let p = Pacer::start(&["--local_agent_cpus", "1"]);
+    let apps = [
+        json!({"id": "/life/running", "cmd": "sleep 300", "cpus": 0.01, "mem": 8}),
+        json!({"id": "/life/suspended", "cmd": "sleep 300", "instances": 0, "cpus": 0.01, "mem": 8}),
+        json!({"id": "/life/delayed", "cmd": "exit 3", "cpus": 0.01, "mem": 8, "backoffSeconds": 300}),
+        json!({"id": "/life/waiting", "cmd": "sleep 300", "cpus": 10000, "mem": 8}),
+    ];
+    for a in &apps {
+        assert_eq!(p.post("/v2/apps", &a.to_string()).status, 201);
+    }
+    p.wait_running("/life/running", 1);
+    let want = [
+        ("/life/running", "Running"),
+        ("/life/suspended", "Suspended"),
+        ("/life/delayed", "Delayed"),
+        ("/life/waiting", "Waiting"),
+    ];
+    wait_for("every status", Duration::from_secs(30), || {
+        let listed = p.get("/v2/apps").body;
+        let queue = p.get("/v2/queue").body;
+        let got: Vec<(String, &str)> = listed["apps"]
+            .as_array()?
+            .iter()
+            .map(|a| (a["id"].as_str().unwrap().to_string(), ui_status(a, &queue)))
+            .collect();
+        want.iter()
+            .all(|(id, s)| got.iter().any(|(i, g)| i == id && g == s))
+            .then_some(())
+    });
+    // A change in progress shows as Deploying until it is done.
+    let r = p.put("/v2/apps/life/running", r#"{"cmd": "sleep 301"}"#);
+    assert_eq!(r.status, 200);
+    p.wait_running("/life/running", 1);
+    // Two instances of 0.6 cpus on a 1-cpu machine: the second never fits.
+    let stuck = json!({"id": "/life/deploying", "cmd": "sleep 300", "cpus": 0.6, "mem": 8,
+        "instances": 2});
+    let r = p.post("/v2/apps", &stuck.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let app = wait_for("one task running", Duration::from_secs(30), || {
+        let a = p.app("/life/deploying");
+        (a["tasksRunning"] == 1).then_some(a)
+    });
+    let queue = p.get("/v2/queue").body;
+    // The second instance stays in the queue (Waiting) while its deployment runs.
+    assert!(!app["deployments"].as_array().unwrap().is_empty());
+    assert_eq!(ui_status(&app, &queue), "Waiting");
+}
+
+#[test]
+fn a_stuck_deployment_fails_by_deadline_and_rolls_back() {
+    let p = Pacer::start(&[]);
+    let v1 = json!({"id": "/deadline", "cmd": "sleep 300", "cpus": 0.01, "mem": 8});
+    assert_eq!(p.post("/v2/apps", &v1.to_string()).status, 201);
+    let before = p.wait_running("/deadline", 1);
+    // The new version fits nowhere; the app asks for a 2 s progress deadline and a rollback.
+    let v2 = json!({"cmd": "sleep 301", "cpus": 10000, "labels": {
+        "PACER_DEPLOYMENT_PROGRESS_DEADLINE_SECONDS": "2",
+        "PACER_DEPLOYMENT_ROLLBACK_ON_FAILURE": "true"}});
+    let r = p.put("/v2/apps/deadline", &v2.to_string());
+    assert_eq!(r.status, 200, "{}", r.text);
+    let failed = r.body["deploymentId"].as_str().unwrap().to_string();
+    wait_for("the rollback to finish", Duration::from_secs(30), || {
+        let app = p.app("/deadline");
+        (app["cmd"] == "sleep 300"
+            && app["deployments"].as_array()?.is_empty()
+            && deployments(&p).is_empty())
+        .then_some(())
+    });
+    let log = p.log_text();
+    assert!(
+        log.contains("Deployment failed")
+            && log.contains(&failed)
+            && log.contains("No progress for 2 seconds"),
+        "{log}"
+    );
+    // The instance that ran the old version was never touched.
+    let after = p.wait_running("/deadline", 1);
+    assert_eq!(after[0]["id"], before[0]["id"]);
+}
+
+#[test]
+fn group_api_embeds_clashes_and_relative_ids() {
+    let p = Pacer::start(&[]);
+    let body = json!({"id": "prod", "dependencies": ["/infra"], "apps": [
+        {"id": "web", "cmd": "sleep 300", "cpus": 0.01, "mem": 8, "instances": 0}],
+        "groups": [{"id": "back", "apps": [{"id": "api", "cmd": "sleep 300", "instances": 0}]}]});
+    let r = p.post("/v2/groups", &body.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.header("Location"), Some("/v2/groups/prod"));
+    assert!(
+        p.get("/v2/apps/prod/back/api").status == 200,
+        "relative ids nest"
+    );
+
+    let root = p.get("/v2/groups").body;
+    assert_eq!(root["id"], "/");
+    assert_eq!(root["groups"][0]["id"], "/prod");
+    assert_eq!(root["groups"][0]["dependencies"], json!(["/infra"]));
+    assert_eq!(
+        root["groups"][0]["groups"][0]["apps"][0]["id"],
+        "/prod/back/api"
+    );
+    assert!(root["groups"][0]["apps"][0].get("tasksRunning").is_none());
+    let only_groups = p.get("/v2/groups/prod?embed=group.groups").body;
+    assert!(only_groups.get("apps").is_none() && only_groups["groups"].is_array());
+    let counts = p
+        .get("/v2/groups/prod?embed=group.apps&embed=group.apps.counts")
+        .body;
+    assert_eq!(counts["apps"][0]["tasksRunning"], 0);
+    assert_eq!(p.get("/v2/groups/nope").status, 404);
+    assert_eq!(
+        p.get("/v2/groups/nope").body["message"],
+        "Group '/nope' does not exist"
+    );
+
+    // Apps and groups share one namespace.
+    let r = p.post("/v2/groups", &json!({"id": "/prod/web"}).to_string());
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(
+        r.body["message"],
+        "An app with the path /prod/web already exists."
+    );
+    let r = p.post(
+        "/v2/apps",
+        &json!({"id": "/prod/back", "cmd": "x"}).to_string(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = p.post(
+        "/v2/groups",
+        &json!({"id": "/cyc", "apps": [
+            {"id": "a", "cmd": "x", "dependencies": ["b"]},
+            {"id": "b", "cmd": "x", "dependencies": ["a"]}]})
+        .to_string(),
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(
+        r.body["details"],
+        json!([{"path": "/", "errors": ["Dependency graph has cyclic dependencies."]}])
+    );
+    let r = p.put(
+        "/v2/groups/prod",
+        r#"{"apps": [{"id": "web", "instances": "x"}]}"#,
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["details"][0]["path"], "/apps(0)/instances");
+
+    // Versions of a group, and the group as it was.
+    let versions = p.get("/v2/groups/prod/versions").body;
+    let first = versions
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let old = p.get(&format!("/v2/groups/prod/versions/{first}"));
+    assert_eq!(old.status, 200, "{}", old.text);
+    assert_eq!(old.body["apps"][0]["id"], "/prod/web");
+
+    let r = p.delete("/v2/groups/prod");
+    assert_eq!(r.status, 200);
+    wait_for("the group to go", Duration::from_secs(20), || {
+        (p.get("/v2/groups/prod").status == 404).then_some(())
+    });
+    assert_eq!(p.get("/v2/apps").body["apps"], json!([]));
+}

@@ -981,7 +981,13 @@ fn dry_run_scale_by_and_group_rollback() {
     let mut sim = Sim::new();
     sim.group("/", three_tier(), false).unwrap();
     sim.settle();
-    let v0 = *sim.core.snapshot().root_versions.keys().next_back().unwrap();
+    let v0 = *sim
+        .core
+        .snapshot()
+        .root_versions
+        .keys()
+        .next_back()
+        .unwrap();
     let before = sim.store.clone();
     let patch = crate::group_patch::parse_group_patch(json!({"scaleBy": 2})).unwrap();
     let out = sim
