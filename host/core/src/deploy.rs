@@ -384,9 +384,14 @@ impl Scheduler {
             }));
             self.state.add_deployment(dep);
         }
+        for (app, action) in &actions {
+            // A replacement starts without backoff (also when an older config comes back); a
+            // scale keeps the config's delay, as Marathon's RateLimiter does.
+            if *action == ActionKind::RestartApplication {
+                self.state.delays.remove(app);
+            }
+        }
         for app in &affected {
-            // A new config starts without backoff; so does a rollback to an older one.
-            self.state.delays.remove(app);
             self.converge(app, now, ops);
         }
         Ok(Planned { id, steps, created })

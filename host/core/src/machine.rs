@@ -349,22 +349,7 @@ impl Scheduler {
             .collect();
         self.state = s;
         self.restore_root_versions(root_base, root_deltas);
-        let launching: Vec<Instance> = self
-            .state
-            .instances
-            .values()
-            .map(|i| (**i).clone())
-            .collect();
-        for i in &launching {
-            self.index_launching(None, Some(i));
-        }
-        self.launch_queue = self
-            .state
-            .instances
-            .values()
-            .filter(|i| i.is_scheduled())
-            .map(|i| i.id.clone())
-            .collect();
+        self.rebuild_indexes();
         let known: Vec<TaskId> = self
             .state
             .instances

@@ -1230,3 +1230,30 @@ fn removed_apps_keep_versions_until_the_history_forgets_them() {
         sim.core.snapshot().root_versions.keys().collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn scaling_keeps_backoff_and_a_config_change_resets_it() {
+    let mut sim = Sim::new();
+    sim.create(json!({"id": "/s", "cmd": "false", "cpus": 0.01, "mem": 1, "backoffSeconds": 60}));
+    sim.settle();
+    let t = sim.launched[0].task_id.clone();
+    sim.status(&t, TaskState::Failed);
+    assert!(!sim.core.wants_offers(sim.now));
+    let scale = |sim: &mut Sim, v: Value| {
+        let p = parse_app_patch(v).unwrap();
+        sim.cmd(Command::UpdateApps {
+            updates: vec![(Sim::id("/s"), p)],
+            partial: true,
+            create: false,
+            force: true,
+        })
+        .unwrap()
+    };
+    scale(&mut sim, json!({"instances": 2}));
+    assert!(
+        !sim.core.wants_offers(sim.now),
+        "same config: still backed off"
+    );
+    scale(&mut sim, json!({"cmd": "true"}));
+    assert!(sim.core.wants_offers(sim.now), "a new config starts fresh");
+}
