@@ -32,6 +32,8 @@ fn main() {
     let per_app = args.get(1).copied().unwrap_or(10);
     let total = apps * per_app;
     let config = Config {
+        // Every app's deployment runs until its instances are placed, all at once.
+        max_running_deployments: usize::MAX,
         max_instances_per_offer: 1000,
         ..Config::default()
     };

@@ -294,7 +294,7 @@ impl Scheduler {
                 return Err(CommandError::Locked(conflicts.into_iter().collect()));
             }
             for id in &conflicts {
-                self.cancel(id, ops);
+                self.cancel(now, id, ops);
             }
         }
         if !steps.is_empty() && self.state.deployments.len() >= self.config.max_running_deployments
@@ -520,7 +520,12 @@ impl Scheduler {
     }
 
     /// Stops a deployment where it is; its apps keep whatever instances they have.
-    pub(crate) fn cancel(&mut self, id: &str, ops: &mut Vec<StoreOp>) -> Option<Arc<Deployment>> {
+    pub(crate) fn cancel(
+        &mut self,
+        now: Timestamp,
+        id: &str,
+        ops: &mut Vec<StoreOp>,
+    ) -> Option<Arc<Deployment>> {
         let dep = self.state.deployments.get(id).cloned()?;
         self.state.remove_deployment(id);
         self.progress.remove(id);
@@ -528,7 +533,7 @@ impl Scheduler {
             key: format!("{}{id}", keys::DEPLOYMENT),
         });
         for app in &dep.affected_apps {
-            self.touched.insert(app.clone());
+            self.converge(app, now, ops);
         }
         Some(dep)
     }
@@ -584,7 +589,7 @@ impl Scheduler {
             })
             .collect();
         for (id, secs) in overdue {
-            let Some(dep) = self.cancel(&id, &mut ops) else {
+            let Some(dep) = self.cancel(now, &id, &mut ops) else {
                 continue;
             };
             let stuck: Vec<String> = dep
@@ -611,10 +616,6 @@ impl Scheduler {
             }
         }
         self.kill_overdue_launches(now, &mut ops);
-        let touched: Vec<PathId> = self.touched.iter().cloned().collect();
-        for app in touched {
-            self.converge(&app, now, &mut ops);
-        }
         self.finish_deployments(now, &mut ops);
         self.flush(ops);
     }
@@ -671,7 +672,9 @@ impl Scheduler {
             self.root_deltas.insert(delta.version);
         }
         // Compact now and then: the oldest retained version becomes the new base.
-        if first || self.root_deltas.len() > 2 * max {
+        // The base costs O(apps) to write, so it is rewritten only every O(apps) changes.
+        let compact_after = (2 * max).max(self.state.apps.len() / 4);
+        if first || self.root_deltas.len() > compact_after {
             let (base_version, base) = self
                 .state
                 .root_versions

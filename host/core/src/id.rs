@@ -4,11 +4,13 @@
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// An absolute, canonical path id such as `/prod/web`; the root group is `/`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct PathId(String);
+/// Shared, immutable text: ids are cloned into many index maps, so a clone must not allocate.
+pub struct PathId(Arc<str>);
 
 /// Why an id string was rejected, in Marathon's words.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,7 +68,7 @@ impl PathId {
                 s => segs.push(s),
             }
         }
-        Ok(PathId(format!("/{}", segs.join("/"))))
+        Ok(PathId(format!("/{}", segs.join("/")).into()))
     }
 
     /// Parses an id for an app (or pod): absolute after resolution, not root, no reserved last segment.
@@ -90,11 +92,11 @@ impl PathId {
 
     /// A bound for range scans; not necessarily a valid id.
     pub(crate) fn from_raw_unchecked(s: String) -> Self {
-        PathId(s)
+        PathId(s.into())
     }
 
     pub fn is_root(&self) -> bool {
-        self.0 == "/"
+        &*self.0 == "/"
     }
 
     pub fn segments(&self) -> impl Iterator<Item = &str> {
@@ -104,7 +106,7 @@ impl PathId {
     pub fn parent(&self) -> PathId {
         match self.0.rfind('/') {
             Some(0) | None => PathId::root(),
-            Some(i) => PathId(self.0[..i].to_string()),
+            Some(i) => PathId(self.0[..i].into()),
         }
     }
 
@@ -113,7 +115,7 @@ impl PathId {
         let mut out = vec![PathId::root()];
         let segs: Vec<&str> = self.segments().collect();
         for i in 1..segs.len() {
-            out.push(PathId(format!("/{}", segs[..i].join("/"))));
+            out.push(PathId(format!("/{}", segs[..i].join("/")).into()));
         }
         out
     }
@@ -129,9 +131,9 @@ impl PathId {
 
     pub fn child(&self, name: &str) -> PathId {
         if self.is_root() {
-            PathId(format!("/{name}"))
+            PathId(format!("/{name}").into())
         } else {
-            PathId(format!("{}/{name}", self.0))
+            PathId(format!("{}/{name}", self.0).into())
         }
     }
 }
@@ -145,11 +147,11 @@ impl fmt::Display for PathId {
 /// `<safe-app-id>.instance-<uuid>` (1.4+), or the derived `<safe-app-id>.marathon-<uuid>` of older tasks.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct InstanceId(String);
+pub struct InstanceId(Arc<str>);
 
 impl InstanceId {
     pub fn new(app: &PathId, uuid: &str) -> Self {
-        InstanceId(format!("{}.instance-{uuid}", app.safe_id()))
+        InstanceId(format!("{}.instance-{uuid}", app.safe_id()).into())
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -159,7 +161,7 @@ impl InstanceId {
         if i == 0 || uuid.is_empty() || uuid.contains('.') {
             return None;
         }
-        Some(InstanceId(s.to_string()))
+        Some(InstanceId(s.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -215,11 +217,11 @@ impl TaskId {
             if i == 0 || uuid.is_empty() {
                 return None;
             }
-            return Some(InstanceId(format!("{}.instance-{uuid}", &s[..i])));
+            return Some(InstanceId(format!("{}.instance-{uuid}", &s[..i]).into()));
         }
         // ≤1.7: <safe>.<uuid>[.<attempt>] and very old <safe>_<uuid>: the uuid is the 36-char group.
         let (safe, uuid) = split_legacy(s)?;
-        Some(InstanceId(format!("{safe}.marathon-{uuid}")))
+        Some(InstanceId(format!("{safe}.marathon-{uuid}").into()))
     }
 
     /// The incarnation counter of a 1.8+ id; older forms count as the first incarnation.

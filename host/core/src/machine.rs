@@ -185,8 +185,8 @@ pub enum CommandError {
 /// Everything a command can change, so that a failed write (or a dry run) leaves no trace.
 struct Undo {
     state: State,
-    progress: BTreeMap<String, Timestamp>,
-    root_deltas: BTreeSet<Timestamp>,
+    progress: imbl::OrdMap<String, Timestamp>,
+    root_deltas: imbl::OrdSet<Timestamp>,
 }
 
 pub struct Scheduler {
@@ -207,9 +207,10 @@ pub struct Scheduler {
     /// Where the search for the next free dynamic service port starts.
     next_service_port: i64,
     /// When each running deployment last made progress (a step began, an instance came up).
-    pub(crate) progress: BTreeMap<String, Timestamp>,
+    /// (Persistent maps: the undo copy taken for every command must cost O(1).)
+    pub(crate) progress: imbl::OrdMap<String, Timestamp>,
     /// Root-version deltas in the store (after the stored base).
-    pub(crate) root_deltas: BTreeSet<Timestamp>,
+    pub(crate) root_deltas: imbl::OrdSet<Timestamp>,
     /// Tasks launched but not yet RUNNING, by staging time (for `--task_launch_timeout`).
     launching: BTreeSet<(Timestamp, InstanceId)>,
 }
@@ -274,8 +275,8 @@ impl Scheduler {
             launch_queue: BTreeSet::new(),
             touched: BTreeSet::new(),
             next_service_port: 0,
-            progress: BTreeMap::new(),
-            root_deltas: BTreeSet::new(),
+            progress: imbl::OrdMap::new(),
+            root_deltas: imbl::OrdSet::new(),
             launching: BTreeSet::new(),
         }
     }
@@ -589,7 +590,7 @@ impl Scheduler {
                     .cloned()
                     .ok_or_else(not_found)?;
                 if force {
-                    self.cancel(&id, &mut ops);
+                    self.cancel(now, &id, &mut ops);
                     self.pending.push(Effect::Event(Event::DeploymentFailed {
                         plan: dep,
                         reason: "The deployment was cancelled.".into(),
@@ -621,10 +622,6 @@ impl Scheduler {
                 Outcome::Done
             }
         };
-        let touched: Vec<PathId> = self.touched.iter().cloned().collect();
-        for app in touched {
-            self.converge(&app, now, &mut ops);
-        }
         self.finish_deployments(now, &mut ops);
         self.flush(ops);
         Ok(outcome)
@@ -709,7 +706,7 @@ impl Scheduler {
             }
         }
         for inst in &found {
-            self.touched.insert(inst.app_id.clone());
+            self.converge(&inst.app_id, now, ops);
         }
         Ok(Outcome::Killed(found))
     }
@@ -984,8 +981,9 @@ impl Scheduler {
                 agent_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
                 grace: None,
             }));
-            self.touched.insert(i.app_id.clone());
+            let app = i.app_id.clone();
             self.store_instance(i, ops);
+            self.converge(&app, now, ops);
         }
     }
 

@@ -37,15 +37,35 @@ impl Timestamp {
     }
 }
 
+/// Year, month, day of a day count since 1970-01-01 (Hinnant's civil-from-days algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 impl fmt::Display for Timestamp {
+    // Hand-rolled: timestamps are written into every stored record and API response, and a
+    // general-purpose formatter was a visible share of the core's time.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let dt = time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000)
-            .expect("a u64 of milliseconds is always in range");
-        let fmt = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-        );
-        let s = dt.format(&fmt).map_err(|_| fmt::Error)?;
-        f.write_str(&s)
+        let ms = self.0 % 1000;
+        let secs = self.0 / 1000;
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
     }
 }
 
@@ -75,6 +95,21 @@ mod tests {
             Timestamp::from_millis(1_443_194_028_000).to_string(),
             "2015-09-25T15:13:48.000Z"
         );
+    }
+
+    #[test]
+    fn formatting_agrees_with_the_time_crate() {
+        let mut t: u64 = 0;
+        while t < 5_000_000_000_000 {
+            let ours = Timestamp::from_millis(t).to_string();
+            let dt =
+                time::OffsetDateTime::from_unix_timestamp_nanos(t as i128 * 1_000_000).unwrap();
+            let fmt = time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            );
+            assert_eq!(ours, dt.format(&fmt).unwrap(), "{t}");
+            t += 7_777_777_777; // about 90 days and an odd number of milliseconds
+        }
     }
 
     #[test]
