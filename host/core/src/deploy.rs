@@ -294,7 +294,7 @@ impl Scheduler {
                 return Err(CommandError::Locked(conflicts.into_iter().collect()));
             }
             for id in &conflicts {
-                self.cancel(now, id, ops);
+                self.cancel(id, ops);
             }
         }
         if !steps.is_empty() && self.state.deployments.len() >= self.config.max_running_deployments
@@ -431,6 +431,13 @@ impl Scheduler {
         policy
     }
 
+    /// Converges the apps of deployments cancelled during this step.
+    pub(crate) fn converge_freed(&mut self, now: Timestamp, ops: &mut Vec<StoreOp>) {
+        for app in std::mem::take(&mut self.freed) {
+            self.converge(&app, now, ops);
+        }
+    }
+
     /// How `app` takes part in the running deployments.
     pub(crate) fn mode_of(&self, app: &PathId) -> Mode {
         let mut mode = Mode::Free;
@@ -519,22 +526,17 @@ impl Scheduler {
         }
     }
 
-    /// Stops a deployment where it is; its apps keep whatever instances they have.
-    pub(crate) fn cancel(
-        &mut self,
-        now: Timestamp,
-        id: &str,
-        ops: &mut Vec<StoreOp>,
-    ) -> Option<Arc<Deployment>> {
+    /// Stops a deployment where it is; its apps keep whatever instances they have. They are
+    /// converged (as free apps) only at the end of the step, once whatever replaces the
+    /// deployment is in place: converging in between would act on a transient state.
+    pub(crate) fn cancel(&mut self, id: &str, ops: &mut Vec<StoreOp>) -> Option<Arc<Deployment>> {
         let dep = self.state.deployments.get(id).cloned()?;
         self.state.remove_deployment(id);
         self.progress.remove(id);
         ops.push(StoreOp::Delete {
             key: format!("{}{id}", keys::DEPLOYMENT),
         });
-        for app in &dep.affected_apps {
-            self.converge(app, now, ops);
-        }
+        self.freed.extend(dep.affected_apps.iter().cloned());
         Some(dep)
     }
 
@@ -589,7 +591,7 @@ impl Scheduler {
             })
             .collect();
         for (id, secs) in overdue {
-            let Some(dep) = self.cancel(now, &id, &mut ops) else {
+            let Some(dep) = self.cancel(&id, &mut ops) else {
                 continue;
             };
             let stuck: Vec<String> = dep
@@ -616,6 +618,7 @@ impl Scheduler {
             }
         }
         self.kill_overdue_launches(now, &mut ops);
+        self.converge_freed(now, &mut ops);
         self.finish_deployments(now, &mut ops);
         self.flush(ops);
     }

@@ -213,6 +213,8 @@ pub struct Scheduler {
     pub(crate) root_deltas: imbl::OrdSet<Timestamp>,
     /// Tasks launched but not yet RUNNING, by staging time (for `--task_launch_timeout`).
     launching: BTreeSet<(Timestamp, InstanceId)>,
+    /// Apps of deployments cancelled in the step in progress, to converge at its end.
+    pub(crate) freed: BTreeSet<PathId>,
 }
 
 fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -278,6 +280,7 @@ impl Scheduler {
             progress: imbl::OrdMap::new(),
             root_deltas: imbl::OrdSet::new(),
             launching: BTreeSet::new(),
+            freed: BTreeSet::new(),
         }
     }
 
@@ -419,6 +422,7 @@ impl Scheduler {
             self.rebuild_indexes();
         }
         self.touched.clear();
+        self.freed.clear();
         self.pending.clear();
         self.effects.truncate(queued);
     }
@@ -590,7 +594,7 @@ impl Scheduler {
                     .cloned()
                     .ok_or_else(not_found)?;
                 if force {
-                    self.cancel(now, &id, &mut ops);
+                    self.cancel(&id, &mut ops);
                     self.pending.push(Effect::Event(Event::DeploymentFailed {
                         plan: dep,
                         reason: "The deployment was cancelled.".into(),
@@ -622,6 +626,7 @@ impl Scheduler {
                 Outcome::Done
             }
         };
+        self.converge_freed(now, &mut ops);
         self.finish_deployments(now, &mut ops);
         self.flush(ops);
         Ok(outcome)
@@ -1075,8 +1080,11 @@ impl Scheduler {
                     self.new_instance(&app, now, ops);
                 }
             } else if total > n {
-                let mut victims = kill_order(&old, app.kill_selection);
-                victims.extend(kill_order(&fresh, app.kill_selection));
+                // Marathon's ScalingProposition: instances not running yet go first; among
+                // equals, old configurations before current ones.
+                let all: Vec<&Arc<Instance>> = old.iter().chain(fresh.iter()).copied().collect();
+                let mut victims = kill_order(&all, app.kill_selection);
+                victims.sort_by_key(|i| (i.kill_weight(), Self::is_current(i, &app)));
                 for i in victims.into_iter().take(total - n) {
                     self.decommission(i, ops);
                 }

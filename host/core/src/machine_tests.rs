@@ -1163,6 +1163,35 @@ fn progress_deadline_fails_and_rolls_back() {
     );
     let revert = snap.deployments.values().next().unwrap();
     assert!(revert.is_revert);
+    let v1_task = &sim.launched[0].task_id;
+    assert!(
+        !sim.killed.contains(v1_task),
+        "the instance running the original was never touched"
+    );
+}
+
+#[test]
+fn cancelling_keeps_running_instances_and_drops_unlaunched_ones() {
+    let mut sim = Sim::new();
+    sim.create(json!({"id": "/c", "cmd": "v1", "cpus": 0.01, "mem": 1}));
+    sim.settle();
+    let v1_task = sim.launched[0].task_id.clone();
+    // The new version fits nowhere, so its instance stays unlaunched.
+    let Outcome::Deployment { id, .. } = sim.update("/c", json!({"cmd": "v2", "cpus": 1000}))
+    else {
+        panic!()
+    };
+    let o = sim.offer();
+    sim.core.handle_offer(sim.now, o);
+    sim.drain();
+    assert_eq!(sim.core.snapshot().instances.len(), 2);
+    sim.cmd(Command::CancelDeployment { id, force: true })
+        .unwrap();
+    let snap = sim.core.snapshot();
+    assert!(sim.killed.is_empty());
+    let left: Vec<_> = snap.instances_of(&Sim::id("/c")).collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].task.as_ref().unwrap().task_id, v1_task);
 }
 
 #[test]
