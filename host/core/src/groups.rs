@@ -43,14 +43,7 @@ impl Scheduler {
                 "Group {gid} is already created. Use PUT to change this group."
             )));
         }
-        let mut change = Change::default();
-        let mut errs = Vec::new();
-        self.structural(&gid, patch, version, &mut change, "", &mut errs);
-        if errs.is_empty() {
-            Ok(change)
-        } else {
-            Err(CommandError::Invalid(errs))
-        }
+        self.structural_change(&gid, patch, version)
     }
 
     /// `PUT /v2/groups`: rollback to a version, scale by a factor, or a structural update that
@@ -90,14 +83,7 @@ impl Scheduler {
                 "An app with the path {gid} already exists."
             )));
         }
-        let mut change = Change::default();
-        let mut errs = Vec::new();
-        self.structural(&gid, patch, version, &mut change, "", &mut errs);
-        if errs.is_empty() {
-            Ok(change)
-        } else {
-            Err(CommandError::Invalid(errs))
-        }
+        self.structural_change(&gid, patch, version)
     }
 
     /// `DELETE /v2/groups/{id}`: every app and group below (for the root: everything).
@@ -163,6 +149,22 @@ impl Scheduler {
             );
         }
         Ok(change)
+    }
+
+    fn structural_change(
+        &self,
+        gid: &PathId,
+        patch: &GroupPatch,
+        version: Timestamp,
+    ) -> Result<Change, CommandError> {
+        let mut change = Change::default();
+        let mut errs = Vec::new();
+        self.structural(gid, patch, version, &mut change, "", &mut errs);
+        if errs.is_empty() {
+            Ok(change)
+        } else {
+            Err(CommandError::Invalid(errs))
+        }
     }
 
     /// Marathon's structural group update: given `apps` replace the group's apps, given

@@ -358,22 +358,7 @@ fn rolling_upgrade_respects_capacity_bounds() {
         json!({"id": "/r", "cmd": "v1", "instances": 6, "cpus": 0.1, "mem": 1,
         "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.2}}),
     );
-    // Bring up v1 by hand.
-    loop {
-        sim.settle();
-        let staging: Vec<TaskId> = sim
-            .running
-            .iter()
-            .filter(|(_, s)| **s == TaskState::Staging)
-            .map(|(t, _)| t.clone())
-            .collect();
-        if staging.is_empty() {
-            break;
-        }
-        for t in staging {
-            sim.status(&t, TaskState::Running);
-        }
-    }
+    sim.bring_up();
     assert_eq!(sim.count("/r"), (6, 6));
     sim.update("/r", json!({"cmd": "v2"}));
     // Step the world: start one staged task or finish one kill at a time, checking bounds.
