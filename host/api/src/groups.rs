@@ -2,7 +2,7 @@
 
 use crate::apps::{deployment_result, json_body, now, Params, ParamsExt};
 use crate::error::ApiError;
-use crate::render::{app_info, group_info, Embed, GroupEmbed};
+use crate::render::{app_info, group_info, steps_json, Embed, GroupEmbed};
 use crate::ApiContext;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -174,10 +174,8 @@ async fn create_path(
     };
     let base = group_id(&raw)?;
     let patch = patch_of(body)?;
-    let target = match &patch.id {
-        Some(raw) => PathId::resolve(raw, &base).unwrap_or_else(|_| base.clone()),
-        None => base.clone(),
-    };
+    // An id that does not resolve is refused by the command below, before this is used.
+    let target = patch.target_id(&base).unwrap_or_else(|_| base.clone());
     let outcome = ctx
         .submit(Command::CreateGroup {
             id: base,
@@ -219,15 +217,7 @@ async fn put_path(
         })
         .await?;
     match outcome {
-        Outcome::Plan(steps) => {
-            let steps: Vec<Value> = steps
-                .iter()
-                .map(|s| {
-                    json!({"actions": s.iter().map(|a| json!({"action": a.action, "app": a.app})).collect::<Vec<_>>()})
-                })
-                .collect();
-            Ok(Json(json!({"steps": steps})).into_response())
-        }
+        Outcome::Plan(steps) => Ok(Json(json!({"steps": steps_json(&steps)})).into_response()),
         other => Ok(deployment_result(&other, StatusCode::OK, None)),
     }
 }

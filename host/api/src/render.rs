@@ -355,16 +355,24 @@ mod golden {
     }
 }
 
-/// A deployment as `/v2/deployments` lists it (Marathon's DeploymentStepInfo).
-pub fn deployment_json(d: &pacer_core::state::Deployment) -> Value {
+/// Plan steps as Marathon writes them: `[{"actions": [{"action", "app"}]}]`.
+pub fn steps_json(steps: &[Vec<pacer_core::state::DeploymentAction>]) -> Value {
     let action =
         |a: &pacer_core::state::DeploymentAction| json!({"action": a.action, "app": a.app});
+    json!(steps
+        .iter()
+        .map(|s| json!({"actions": s.iter().map(action).collect::<Vec<_>>()}))
+        .collect::<Vec<_>>())
+}
+
+/// A deployment as `/v2/deployments` lists it (Marathon's DeploymentStepInfo).
+pub fn deployment_json(d: &pacer_core::state::Deployment) -> Value {
     json!({
         "id": d.id,
         "version": d.version,
         "affectedApps": d.affected_apps,
         "affectedPods": [],
-        "steps": d.steps.iter().map(|s| json!({"actions": s.iter().map(action).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+        "steps": steps_json(&d.steps),
         "currentActions": d.current_actions().iter().map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": []})).collect::<Vec<_>>(),
         "currentStep": d.current_step.min(d.steps.len()),
         "totalSteps": d.steps.len(),

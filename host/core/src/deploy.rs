@@ -11,7 +11,7 @@ use crate::app::{AppDefinition, VersionInfo};
 use crate::events::Event;
 use crate::id::PathId;
 use crate::instance::Goal;
-use crate::machine::{CommandError, Effect, Scheduler};
+use crate::machine::{del, put, CommandError, Effect, Scheduler};
 use crate::persist::{keys, StoreOp};
 use crate::plan::{ordered_steps, View};
 use crate::state::{ActionKind, Deployment, DeploymentAction, FailurePolicy, Group, RootRefs};
@@ -92,13 +92,6 @@ pub(crate) const ROOT_BASE_KEY: &str = "meta/root-base";
 /// any label, so this needs no new field).
 pub const LABEL_PROGRESS_DEADLINE: &str = "PACER_DEPLOYMENT_PROGRESS_DEADLINE_SECONDS";
 pub const LABEL_ROLLBACK_ON_FAILURE: &str = "PACER_DEPLOYMENT_ROLLBACK_ON_FAILURE";
-
-pub(crate) fn put<T: Serialize>(key: String, v: &T) -> StoreOp {
-    StoreOp::Put {
-        key,
-        value: serde_json::to_vec(v).expect("core records always serialise"),
-    }
-}
 
 impl Scheduler {
     /// Applies a change as one deployment. On error nothing is kept (the caller's `command`
@@ -347,15 +340,13 @@ impl Scheduler {
                 Some(g) => {
                     let mut g = (*g).clone();
                     g.version = version;
-                    ops.push(put(format!("{}{}", keys::GROUP, gid.as_str()), &g));
+                    ops.push(put(keys::GROUP, gid.as_str(), &g));
                     delta.groups.insert(gid.clone(), Some(g.clone()));
                     self.state.groups.insert(gid, Arc::new(g));
                 }
                 None => {
                     if self.state.groups.remove(&gid).is_some() {
-                        ops.push(StoreOp::Delete {
-                            key: format!("{}{}", keys::GROUP, gid.as_str()),
-                        });
+                        ops.push(del(keys::GROUP, gid.as_str()));
                     }
                     delta.groups.insert(gid, None);
                 }
@@ -377,8 +368,10 @@ impl Scheduler {
                 policy,
                 is_revert,
             };
-            ops.push(put(format!("{}{}", keys::DEPLOYMENT, dep.id), &dep));
-            self.progress.insert(id.clone(), now);
+            ops.push(put(keys::DEPLOYMENT, &dep.id, &dep));
+            if dep.policy.progress_deadline_seconds.is_some() {
+                self.progress.insert(id.clone(), now);
+            }
             self.pending.push(Effect::Event(Event::DeploymentInfo {
                 plan: Arc::new(dep.clone()),
             }));
@@ -429,6 +422,20 @@ impl Scheduler {
             }
         }
         policy
+    }
+
+    /// `(deployment, deadline in seconds, when it runs out)` for the deployments that have a
+    /// progress deadline — only those are in `progress`, so this costs nothing without them.
+    pub(crate) fn progress_deadlines(&self) -> impl Iterator<Item = (&str, u64, Timestamp)> + '_ {
+        self.progress.iter().filter_map(|(id, since)| {
+            let secs = self
+                .state
+                .deployments
+                .get(id)?
+                .policy
+                .progress_deadline_seconds?;
+            Some((id.as_str(), secs, since.plus(Duration::from_secs(secs))))
+        })
     }
 
     /// Converges the apps of deployments cancelled during this step.
@@ -502,15 +509,15 @@ impl Scheduler {
             if next.current_step > next.steps.len() {
                 self.state.remove_deployment(id);
                 self.progress.remove(id);
-                ops.push(StoreOp::Delete {
-                    key: format!("{}{id}", keys::DEPLOYMENT),
-                });
+                ops.push(del(keys::DEPLOYMENT, id));
                 self.pending
                     .push(Effect::Event(Event::DeploymentSuccess { plan: dep }));
                 return;
             }
-            ops.push(put(format!("{}{id}", keys::DEPLOYMENT), &next));
-            self.progress.insert(id.to_string(), now);
+            ops.push(put(keys::DEPLOYMENT, id, &next));
+            if self.progress.contains_key(id) {
+                self.progress.insert(id.to_string(), now);
+            }
             let apps: Vec<PathId> = next
                 .current_actions()
                 .iter()
@@ -533,9 +540,7 @@ impl Scheduler {
         let dep = self.state.deployments.get(id).cloned()?;
         self.state.remove_deployment(id);
         self.progress.remove(id);
-        ops.push(StoreOp::Delete {
-            key: format!("{}{id}", keys::DEPLOYMENT),
-        });
+        ops.push(del(keys::DEPLOYMENT, id));
         self.freed.extend(dep.affected_apps.iter().cloned());
         Some(dep)
     }
@@ -568,7 +573,7 @@ impl Scheduler {
         // Groups the change created implicitly go only if nothing else lives in them now.
         change.groups.retain(|gid, g| {
             g.is_some()
-                || !self.state.apps.keys().any(|a| {
+                || !crate::state::under(&self.state.apps, gid).any(|(a, _)| {
                     a.is_descendant_of(gid)
                         && !dep.original_apps.get(a).is_some_and(|o| o.is_none())
                 })
@@ -581,14 +586,9 @@ impl Scheduler {
     pub fn tick(&mut self, now: Timestamp) {
         let mut ops = Vec::new();
         let overdue: Vec<(String, u64)> = self
-            .state
-            .deployments
-            .values()
-            .filter_map(|d| {
-                let secs = d.policy.progress_deadline_seconds?;
-                let since = self.progress.get(&d.id).copied().unwrap_or(d.version);
-                (now >= since.plus(Duration::from_secs(secs))).then(|| (d.id.clone(), secs))
-            })
+            .progress_deadlines()
+            .filter(|(_, _, deadline)| now >= *deadline)
+            .map(|(id, secs, _)| (id.to_string(), secs))
             .collect();
         for (id, secs) in overdue {
             let Some(dep) = self.cancel(&id, &mut ops) else {
@@ -661,17 +661,19 @@ impl Scheduler {
         };
         let first = self.state.root_versions.is_empty();
         self.state.root_versions.insert(delta.version, refs);
+        let mut forgot = false;
         while self.state.root_versions.len() > max {
             if let Some(oldest) = self.state.root_versions.get_min().map(|(v, _)| *v) {
                 self.state.root_versions.remove(&oldest);
+                forgot = true;
             }
         }
-        self.collect_orphans(ops);
+        // References to removed apps disappear only with the versions that held them.
+        if forgot {
+            self.collect_orphans(ops);
+        }
         if !first {
-            ops.push(put(
-                format!("{}{}", keys::ROOT_VERSION, delta.version),
-                &delta,
-            ));
+            ops.push(put(keys::ROOT_VERSION, &delta.version.to_string(), &delta));
             self.root_deltas.insert(delta.version);
         }
         // Compact now and then: the oldest retained version becomes the new base.
@@ -693,7 +695,7 @@ impl Scheduler {
                     .map(|(k, g)| (k.clone(), (**g).clone()))
                     .collect(),
             };
-            ops.push(put(ROOT_BASE_KEY.to_string(), &record));
+            ops.push(put(ROOT_BASE_KEY, "", &record));
             let stale: Vec<Timestamp> = self
                 .root_deltas
                 .iter()
@@ -702,9 +704,7 @@ impl Scheduler {
                 .collect();
             for v in stale {
                 self.root_deltas.remove(&v);
-                ops.push(StoreOp::Delete {
-                    key: format!("{}{v}", keys::ROOT_VERSION),
-                });
+                ops.push(del(keys::ROOT_VERSION, &v.to_string()));
             }
         }
     }

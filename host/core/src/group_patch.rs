@@ -1,6 +1,7 @@
 //! Group bodies as clients send them to `/v2/groups` (Marathon's GroupUpdate): ids relative to
 //! the enclosing group, apps as full definitions, subgroups nested to any depth.
 
+use crate::id::PathId;
 use crate::normalize::{parse_app_patch, AppPatch};
 use crate::violation::Violation;
 use serde_json::Value;
@@ -16,6 +17,16 @@ pub struct GroupPatch {
     pub version: Option<String>,
     /// Scale every app below the group by this factor.
     pub scale_by: Option<f64>,
+}
+
+impl GroupPatch {
+    /// The group a request addresses: the body's id relative to the URL's path, else the path.
+    pub fn target_id(&self, base: &PathId) -> Result<PathId, crate::id::PathError> {
+        match &self.id {
+            Some(raw) => PathId::resolve(raw, base),
+            None => Ok(base.clone()),
+        }
+    }
 }
 
 /// Parses a GroupUpdate; type errors carry Marathon's paths (`/apps(0)/cmd`,

@@ -16,12 +16,10 @@ fn invalid(path: impl Into<String>, msg: impl Into<String>) -> CommandError {
     CommandError::Invalid(vec![Violation::new(path, msg)])
 }
 
-/// The group a request addresses: the body's id relative to the URL's path, else the path.
 fn target_id(base: &PathId, patch: &GroupPatch) -> Result<PathId, CommandError> {
-    match &patch.id {
-        Some(raw) => PathId::resolve(raw, base).map_err(|e| invalid("/id", e.to_string())),
-        None => Ok(base.clone()),
-    }
+    patch
+        .target_id(base)
+        .map_err(|e| invalid("/id", e.to_string()))
 }
 
 impl Scheduler {

@@ -206,7 +206,8 @@ pub struct Scheduler {
     pub(crate) touched: BTreeSet<PathId>,
     /// Where the search for the next free dynamic service port starts.
     next_service_port: i64,
-    /// When each running deployment last made progress (a step began, an instance came up).
+    /// When each running deployment with a progress deadline last made progress (a step began,
+    /// an instance came up). Deployments without a deadline are not tracked.
     /// (Persistent maps: the undo copy taken for every command must cost O(1).)
     pub(crate) progress: imbl::OrdMap<String, Timestamp>,
     /// Root-version deltas in the store (after the stored base).
@@ -221,14 +222,14 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("core records always serialise")
 }
 
-fn put<T: Serialize>(prefix: &str, id: &str, v: &T) -> StoreOp {
+pub(crate) fn put<T: Serialize>(prefix: &str, id: &str, v: &T) -> StoreOp {
     StoreOp::Put {
         key: format!("{prefix}{id}"),
         value: to_json(v),
     }
 }
 
-fn del(prefix: &str, id: &str) -> StoreOp {
+pub(crate) fn del(prefix: &str, id: &str) -> StoreOp {
     StoreOp::Delete {
         key: format!("{prefix}{id}"),
     }
@@ -380,8 +381,10 @@ impl Scheduler {
             .into_iter()
             .collect();
         // Progress deadlines of deployments restored from the store count from now.
-        for id in self.state.deployments.keys() {
-            self.progress.entry(id.clone()).or_insert(now);
+        for d in self.state.deployments.values() {
+            if d.policy.progress_deadline_seconds.is_some() {
+                self.progress.entry(d.id.clone()).or_insert(now);
+            }
         }
         for id in ids {
             self.converge(&id, now, &mut ops);
@@ -1259,16 +1262,7 @@ impl Scheduler {
             .launching
             .first()
             .map(|(staged, _)| staged.plus(self.config.task_launch_timeout));
-        let progress = self
-            .state
-            .deployments
-            .values()
-            .filter_map(|d| {
-                let secs = d.policy.progress_deadline_seconds?;
-                let since = self.progress.get(&d.id).copied().unwrap_or(now);
-                Some(since.plus(Duration::from_secs(secs)))
-            })
-            .min();
+        let progress = self.progress_deadlines().map(|(_, _, at)| at).min();
         [backoff, launch, progress].into_iter().flatten().min()
     }
 
@@ -1452,6 +1446,7 @@ impl Scheduler {
                 .state
                 .deployments_of(&i.app_id)
                 .map(|d| d.id.clone())
+                .filter(|id| self.progress.contains_key(id))
                 .collect();
             for id in ids {
                 self.progress.insert(id, now);
