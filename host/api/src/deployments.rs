@@ -34,7 +34,7 @@ async fn list(AxState(ctx): Ctx) -> Response {
     let list: Vec<Value> = snap
         .deployments
         .values()
-        .map(|d| deployment_json(d))
+        .map(|d| deployment_json(&snap, d))
         .collect();
     Json(json!(list)).into_response()
 }

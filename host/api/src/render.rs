@@ -60,7 +60,7 @@ pub struct Counts {
     pub unhealthy: usize,
 }
 
-fn count<'a>(instances: impl Iterator<Item = &'a Instance>) -> Counts {
+fn count<'a>(state: &State, instances: impl Iterator<Item = &'a Instance>) -> Counts {
     let mut c = Counts::default();
     for i in instances {
         match i.state() {
@@ -68,8 +68,53 @@ fn count<'a>(instances: impl Iterator<Item = &'a Instance>) -> Counts {
             Some(TaskState::Running) => c.running += 1,
             _ => {}
         }
+        match state.health.get(&i.id).and_then(|h| h.healthy()) {
+            Some(true) => c.healthy += 1,
+            Some(false) => c.unhealthy += 1,
+            None => {}
+        }
     }
     c
+}
+
+/// `healthCheckResults` of an instance's task (one entry per check that has a result).
+fn health_results(state: &State, inst: &Instance) -> Value {
+    let Some(h) = state.health.get(&inst.id) else {
+        return json!([]);
+    };
+    json!(h
+        .checks
+        .iter()
+        .flatten()
+        .map(|r| json!({
+            "alive": r.alive(),
+            "consecutiveFailures": r.consecutive_failures,
+            "firstSuccess": r.first_success,
+            "lastSuccess": r.last_success,
+            "lastFailure": r.last_failure,
+            "lastFailureCause": r.last_failure_cause,
+            "instanceId": inst.id,
+        }))
+        .collect::<Vec<_>>())
+}
+
+/// `readinessCheckResults` of an app: shown while a deployment waits for it, as in Marathon.
+pub fn readiness_results(state: &State, app: &pacer_core::id::PathId) -> Vec<Value> {
+    if state.deployments_of(app).next().is_none() {
+        return Vec::new();
+    }
+    state
+        .instances_of(app)
+        .filter_map(|i| {
+            let h = state.health.get(&i.id)?;
+            let r = h.readiness.as_ref()?;
+            let mut v = json!({"name": r.name, "taskId": h.task_id, "ready": r.ready});
+            if let Some(resp) = &r.last_response {
+                v["lastResponse"] = json!({"status": resp.status, "contentType": resp.content_type, "body": resp.body});
+            }
+            Some(v)
+        })
+        .collect()
 }
 
 /// The task JSON of one instance's current task, or `None` if it has no live task.
@@ -83,7 +128,7 @@ pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
         .unwrap_or_default();
     let mut m = Map::new();
     m.insert("appId".into(), json!(inst.app_id));
-    m.insert("healthCheckResults".into(), json!([]));
+    m.insert("healthCheckResults".into(), health_results(state, inst));
     m.insert("host".into(), json!(host));
     m.insert("id".into(), json!(task.task_id));
     let ips: Vec<Value> = host.parse::<std::net::IpAddr>().map(|ip| vec![json!({"ipAddress": ip.to_string(), "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" }})]).unwrap_or_default();
@@ -126,11 +171,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn stats_bucket(instances: &[&Instance], now: Timestamp) -> Option<Value> {
+fn stats_bucket(state: &State, instances: &[&Instance], now: Timestamp) -> Option<Value> {
     if instances.is_empty() {
         return None;
     }
-    let c = count(instances.iter().copied());
+    let c = count(state, instances.iter().copied());
     let lifetimes: Vec<f64> = instances
         .iter()
         .filter_map(|i| i.task.as_ref().and_then(|t| t.started_at))
@@ -144,7 +189,7 @@ fn stats_bucket(instances: &[&Instance], now: Timestamp) -> Option<Value> {
     Some(json!({"stats": stats}))
 }
 
-fn task_stats(app: &AppDefinition, live: &[&Instance], now: Timestamp) -> Value {
+fn task_stats(state: &State, app: &AppDefinition, live: &[&Instance], now: Timestamp) -> Value {
     let mut m = Map::new();
     let after_scaling: Vec<&Instance> = live
         .iter()
@@ -171,7 +216,7 @@ fn task_stats(app: &AppDefinition, live: &[&Instance], now: Timestamp) -> Value 
         ("withOutdatedConfig", outdated),
         ("totalSummary", live.to_vec()),
     ] {
-        if let Some(b) = stats_bucket(&v, now) {
+        if let Some(b) = stats_bucket(state, &v, now) {
             m.insert(k.into(), b);
         }
     }
@@ -188,7 +233,7 @@ pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp
         .filter(|i| i.is_active())
         .collect();
     if embed.counts {
-        let c = count(live.iter().copied());
+        let c = count(state, live.iter().copied());
         m.insert("tasksStaged".into(), json!(c.staged));
         m.insert("tasksRunning".into(), json!(c.running));
         m.insert("tasksHealthy".into(), json!(c.healthy));
@@ -202,7 +247,10 @@ pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp
         m.insert("deployments".into(), json!(deps));
     }
     if embed.readiness {
-        m.insert("readinessCheckResults".into(), json!([]));
+        m.insert(
+            "readinessCheckResults".into(),
+            json!(readiness_results(state, &app.id)),
+        );
     }
     if embed.tasks {
         let tasks: Vec<Value> = live.iter().filter_map(|i| task_json(state, i)).collect();
@@ -214,7 +262,7 @@ pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp
         }
     }
     if embed.task_stats {
-        let stats = task_stats(app, &live, now);
+        let stats = task_stats(state, app, &live, now);
         // 1.8+ renamed the key; the UI still reads the old one, so both are sent.
         m.insert("taskStats".into(), stats.clone());
         m.insert("tasksStats".into(), stats);
@@ -294,14 +342,25 @@ mod golden {
             }
         }
         let started = now.plus(std::time::Duration::from_secs(2));
+        let task_id = task.unwrap();
         core.handle_status(
             started,
             TaskStatus {
-                task_id: task.unwrap(),
+                task_id: task_id.clone(),
                 state: TaskState::Running,
                 message: None,
                 agent_id: None,
                 healthy: None,
+            },
+        );
+        // One passing health check: the task counts as healthy and the deployment ends.
+        core.handle_health(
+            started,
+            pacer_core::health::HealthReport {
+                instance_id: task_id.instance_id().unwrap(),
+                task_id,
+                check_index: 0,
+                outcome: pacer_core::health::ProbeOutcome::Healthy,
             },
         );
         (core, started)
@@ -366,14 +425,14 @@ pub fn steps_json(steps: &[Vec<pacer_core::state::DeploymentAction>]) -> Value {
 }
 
 /// A deployment as `/v2/deployments` lists it (Marathon's DeploymentStepInfo).
-pub fn deployment_json(d: &pacer_core::state::Deployment) -> Value {
+pub fn deployment_json(state: &State, d: &pacer_core::state::Deployment) -> Value {
     json!({
         "id": d.id,
         "version": d.version,
         "affectedApps": d.affected_apps,
         "affectedPods": [],
         "steps": steps_json(&d.steps),
-        "currentActions": d.current_actions().iter().map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": []})).collect::<Vec<_>>(),
+        "currentActions": d.current_actions().iter().map(|a| json!({"action": a.action, "app": a.app, "readinessCheckResults": readiness_results(state, &a.app)})).collect::<Vec<_>>(),
         "currentStep": d.current_step.min(d.steps.len()),
         "totalSteps": d.steps.len(),
     })

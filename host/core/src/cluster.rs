@@ -193,6 +193,38 @@ pub struct LaunchSpec {
     /// SIGTERM → SIGKILL grace; `None` means the backend's default.
     pub kill_grace: Option<Duration>,
     pub fetch: Vec<String>,
+    /// Health checks the agent runs next to the task (Mesos-level checks).
+    #[serde(default)]
+    pub health_checks: Vec<AgentCheck>,
+}
+
+/// A health check run by the agent (Mesos's `HealthCheck`): it reports the result in the
+/// `healthy` field of status updates and kills the task after `consecutive_failures`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentCheck {
+    pub kind: AgentCheckKind,
+    /// Failures before the first success are ignored for this long after the task started.
+    pub grace: Duration,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Wait before the first check.
+    pub delay: Duration,
+    /// Kill after this many consecutive failures (0: at the first).
+    pub consecutive_failures: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AgentCheckKind {
+    Http {
+        tls: bool,
+        port: u32,
+        path: String,
+    },
+    Tcp {
+        port: u32,
+    },
+    /// A shell command run in the task's environment and sandbox; exit 0 is healthy.
+    Command(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,7 +10,6 @@
 use crate::app::{AppDefinition, VersionInfo};
 use crate::events::Event;
 use crate::id::PathId;
-use crate::instance::Goal;
 use crate::machine::{del, put, CommandError, Effect, Scheduler};
 use crate::persist::{keys, StoreOp};
 use crate::plan::{ordered_steps, View};
@@ -750,18 +749,5 @@ impl Scheduler {
                 self.state.root_versions.remove(&oldest);
             }
         }
-    }
-
-    /// Whether an instance counts as healthy for a deployment. Health checks plug in here: until
-    /// they exist, a RUNNING task that is not being killed is healthy.
-    pub(crate) fn counts_as_healthy(&self, inst: &crate::instance::Instance) -> bool {
-        inst.goal == Goal::Running
-            && inst.is_running()
-            && !inst.task.as_ref().is_some_and(|t| t.kill_sent)
-    }
-
-    /// Whether an instance is ready (readiness checks plug in here); healthy counts as ready.
-    pub(crate) fn counts_as_ready(&self, inst: &crate::instance::Instance) -> bool {
-        self.counts_as_healthy(inst)
     }
 }

@@ -10,6 +10,9 @@ pub mod deploy;
 pub mod events;
 pub mod group_patch;
 mod groups;
+pub mod health;
+#[cfg(test)]
+mod health_tests;
 pub mod id;
 pub mod instance;
 pub mod machine;

@@ -78,6 +78,8 @@ pub enum Effect {
     Reconcile(Vec<TaskId>),
     /// Something happened that observers (logs, the event bus) should hear about.
     Event(Event),
+    /// Start or stop scheduler-side health and readiness probes of a task.
+    Watch(crate::health::Watch),
 }
 
 /// A command from the API. Ids are already resolved against the root. `force` overrides
@@ -386,6 +388,7 @@ impl Scheduler {
                 self.progress.entry(d.id.clone()).or_insert(now);
             }
         }
+        self.watch_all();
         for id in ids {
             self.converge(&id, now, &mut ops);
         }
@@ -914,10 +917,11 @@ impl Scheduler {
 // Instances
 
 impl Scheduler {
-    fn store_instance(&mut self, inst: Instance, ops: &mut Vec<StoreOp>) {
+    pub(crate) fn store_instance(&mut self, inst: Instance, ops: &mut Vec<StoreOp>) {
         ops.push(put(keys::INSTANCE, inst.id.as_str(), &inst));
         let before = self.state.instances.get(&inst.id).cloned();
         self.index_launching(before.as_deref(), Some(&inst));
+        self.track_health(before.as_deref(), Some(&inst));
         if inst.is_scheduled() {
             self.launch_queue.insert(inst.id.clone());
         } else {
@@ -938,6 +942,7 @@ impl Scheduler {
         ops.push(del(keys::INSTANCE, inst.id.as_str()));
         let before = self.state.instances.get(&inst.id).cloned();
         self.index_launching(before.as_deref(), None);
+        self.track_health(before.as_deref(), None);
         self.launch_queue.remove(&inst.id);
         self.state.instances.remove(&inst.id);
         if let Some(set) = self.state.by_app.get(&inst.app_id) {
@@ -975,23 +980,11 @@ impl Scheduler {
             let Some(inst) = self.state.instances.get(&iid).cloned() else {
                 continue;
             };
-            let mut i = (*inst).clone();
-            let Some(task) = i.task.as_mut() else {
-                continue;
-            };
-            task.kill_sent = true;
-            task.message = Some(format!(
+            let message = format!(
                 "Task did not reach TASK_RUNNING within the launch timeout of {} seconds",
                 timeout.as_secs()
-            ));
-            self.pending.push(Effect::Kill(KillRequest {
-                task_id: task.task_id.clone(),
-                agent_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
-                grace: None,
-            }));
-            let app = i.app_id.clone();
-            self.store_instance(i, ops);
-            self.converge(&app, now, ops);
+            );
+            self.kill_task(now, &inst, message, None, ops);
         }
     }
 
@@ -1396,11 +1389,24 @@ impl Scheduler {
         };
         let mut i = (*inst).clone();
         let task = i.task.as_mut().expect("matched above");
-        if task.state == status.state && task.message == status.message {
-            return;
-        }
         if task.state.is_terminal() {
             // Terminal is final; a late update (e.g. a re-sent status) changes nothing.
+            return;
+        }
+        if task.state == status.state {
+            // Same state: at most news from the checks the agent runs.
+            if let Some(healthy) = status.healthy {
+                let task_id = task.task_id.clone();
+                self.handle_agent_health(
+                    now,
+                    &i.id,
+                    &task_id,
+                    healthy,
+                    status.message.as_deref(),
+                    &mut ops,
+                );
+                self.flush(ops);
+            }
             return;
         }
         task.state = status.state;
@@ -1442,19 +1448,29 @@ impl Scheduler {
         }
         if status.state == TaskState::Running {
             // A new instance coming up is progress for the deployments waiting on it.
-            let ids: Vec<String> = self
-                .state
-                .deployments_of(&i.app_id)
-                .map(|d| d.id.clone())
-                .filter(|id| self.progress.contains_key(id))
-                .collect();
-            for id in ids {
-                self.progress.insert(id, now);
+            self.note_progress(&i.app_id, now);
+            if let Some(healthy) = status.healthy {
+                let message = status.message.as_deref();
+                self.handle_agent_health(now, &i.id, &task_id, healthy, message, &mut ops);
             }
         }
         self.converge(&i.app_id, now, &mut ops);
         self.finish_deployments(now, &mut ops);
         self.flush(ops);
+    }
+
+    /// Something an app's deployments wait for happened (an instance came up, became healthy
+    /// or ready): their progress deadlines start over.
+    pub(crate) fn note_progress(&mut self, app: &PathId, now: Timestamp) {
+        let ids: Vec<String> = self
+            .state
+            .deployments_of(app)
+            .map(|d| d.id.clone())
+            .filter(|id| self.progress.contains_key(id))
+            .collect();
+        for id in ids {
+            self.progress.insert(id, now);
+        }
     }
 
     /// Marathon's RateLimiter: the n-th consecutive failure of a config waits
@@ -1500,36 +1516,7 @@ pub fn build_launch(
         }
     }
     let p = prefix.unwrap_or("");
-    let host_networking = app.is_host_networking();
-    // (effective port, requested port, name) per declared port.
-    let mut ports: Vec<(u32, i64, Option<String>)> = Vec::new();
-    if host_networking {
-        for (i, d) in app.port_definitions.iter().flatten().enumerate() {
-            ports.push((
-                host_ports.get(i).copied().unwrap_or(0),
-                d.port,
-                d.name.clone(),
-            ));
-        }
-    } else {
-        let mut hp = host_ports.iter();
-        let bridge = app
-            .networks
-            .iter()
-            .any(|n| n.mode == NetworkMode::ContainerBridge);
-        for m in app.port_mappings() {
-            let host = if m.host_port.is_some() || bridge {
-                hp.next().copied()
-            } else {
-                None
-            };
-            ports.push((
-                host.unwrap_or(m.container_port as u32),
-                m.container_port,
-                m.name.clone(),
-            ));
-        }
-    }
+    let ports = effective_ports(app, &host_ports);
     for (i, (port, requested, name)) in ports.iter().enumerate() {
         env.insert(format!("{p}PORT{i}"), port.to_string());
         if *requested != 0 {
@@ -1656,9 +1643,44 @@ pub fn build_launch(
         cpus: app.cpus,
         mem_mb: app.mem,
         disk_mb: app.disk,
-        host_ports,
         docker,
         kill_grace: app.task_kill_grace_period_seconds.map(Duration::from_secs),
         fetch: app.fetch.iter().map(|f| f.uri.clone()).collect(),
+        health_checks: crate::health::agent_checks(app, &host_ports),
+        host_ports,
     }
+}
+
+/// Each declared port as the task sees it from the host: (port, requested port, name), in
+/// port-definition / port-mapping order. Mappings without a host port keep their container port.
+pub fn effective_ports(app: &AppDefinition, host_ports: &[u32]) -> Vec<(u32, i64, Option<String>)> {
+    let mut ports = Vec::new();
+    if app.is_host_networking() {
+        for (i, d) in app.port_definitions.iter().flatten().enumerate() {
+            ports.push((
+                host_ports.get(i).copied().unwrap_or(0),
+                d.port,
+                d.name.clone(),
+            ));
+        }
+    } else {
+        let mut hp = host_ports.iter();
+        let bridge = app
+            .networks
+            .iter()
+            .any(|n| n.mode == NetworkMode::ContainerBridge);
+        for m in app.port_mappings() {
+            let host = if m.host_port.is_some() || bridge {
+                hp.next().copied()
+            } else {
+                None
+            };
+            ports.push((
+                host.unwrap_or(m.container_port as u32),
+                m.container_port,
+                m.name.clone(),
+            ));
+        }
+    }
+    ports
 }

@@ -11,22 +11,24 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A scheduler plus a fake agent and a fake store, stepping effects synchronously.
-struct Sim {
-    core: Scheduler,
-    now: Timestamp,
-    store: BTreeMap<String, Vec<u8>>,
+pub(crate) struct Sim {
+    pub(crate) core: Scheduler,
+    pub(crate) now: Timestamp,
+    pub(crate) store: BTreeMap<String, Vec<u8>>,
     /// Live tasks on the fake agent.
-    running: BTreeMap<TaskId, TaskState>,
-    launched: Vec<LaunchSpec>,
-    killed: Vec<TaskId>,
+    pub(crate) running: BTreeMap<TaskId, TaskState>,
+    pub(crate) launched: Vec<LaunchSpec>,
+    pub(crate) killed: Vec<TaskId>,
     /// Auto-report RUNNING for launches and KILLED for kills.
-    auto: bool,
-    events: Vec<crate::events::Event>,
-    offer_seq: u32,
+    pub(crate) auto: bool,
+    pub(crate) events: Vec<crate::events::Event>,
+    pub(crate) offer_seq: u32,
+    /// Tasks the shell is asked to probe.
+    pub(crate) watched: BTreeMap<crate::id::InstanceId, std::sync::Arc<crate::health::ProbeSpec>>,
 }
 
 impl Sim {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Sim {
             core: Scheduler::new(Config::default(), 42),
             now: Timestamp::from_millis(1_700_000_000_000),
@@ -37,20 +39,21 @@ impl Sim {
             auto: true,
             events: Vec::new(),
             offer_seq: 0,
+            watched: BTreeMap::new(),
         }
     }
 
-    fn id(s: &str) -> PathId {
+    pub(crate) fn id(s: &str) -> PathId {
         PathId::parse_app_id(s, &PathId::root()).unwrap()
     }
 
-    fn cmd(&mut self, c: Command) -> Result<Outcome, CommandError> {
+    pub(crate) fn cmd(&mut self, c: Command) -> Result<Outcome, CommandError> {
         let r = self.core.command(self.now, c);
         self.drain();
         r
     }
 
-    fn create(&mut self, v: Value) -> Outcome {
+    pub(crate) fn create(&mut self, v: Value) -> Outcome {
         let p = parse_app_patch(v).unwrap();
         let id = Self::id(p.id.as_deref().unwrap());
         self.cmd(Command::CreateApp {
@@ -61,7 +64,7 @@ impl Sim {
         .unwrap()
     }
 
-    fn update(&mut self, id: &str, v: Value) -> Outcome {
+    pub(crate) fn update(&mut self, id: &str, v: Value) -> Outcome {
         let p = parse_app_patch(v).unwrap();
         self.cmd(Command::UpdateApps {
             force: false,
@@ -72,7 +75,7 @@ impl Sim {
         .unwrap()
     }
 
-    fn offer(&self) -> Offer {
+    pub(crate) fn offer(&self) -> Offer {
         Offer {
             id: OfferId(format!("o{}", self.offer_seq)),
             agent_id: AgentId("agent-1".into()),
@@ -91,7 +94,7 @@ impl Sim {
         }
     }
 
-    fn status(&mut self, task: &TaskId, state: TaskState) {
+    pub(crate) fn status(&mut self, task: &TaskId, state: TaskState) {
         if state.is_terminal() {
             self.running.remove(task);
         } else {
@@ -109,7 +112,7 @@ impl Sim {
     }
 
     /// Executes queued effects like a shell would, in order.
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         let mut follow_up = Vec::new();
         while let Some(e) = self.core.poll_effect() {
             match e {
@@ -149,6 +152,21 @@ impl Sim {
                     }
                 }
                 Effect::Event(ev) => self.events.push(ev),
+                Effect::Watch(crate::health::Watch::Start(spec)) => {
+                    self.watched.insert(spec.instance_id.clone(), spec);
+                }
+                Effect::Watch(crate::health::Watch::Stop {
+                    instance_id,
+                    task_id,
+                }) => {
+                    if self
+                        .watched
+                        .get(&instance_id)
+                        .is_some_and(|s| s.task_id == task_id)
+                    {
+                        self.watched.remove(&instance_id);
+                    }
+                }
                 Effect::Decline { .. } | Effect::Reconcile(_) => {}
             }
         }
@@ -158,7 +176,7 @@ impl Sim {
     }
 
     /// Offers until nothing more launches.
-    fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         for _ in 0..100 {
             if !self.core.wants_offers(self.now) {
                 return;
@@ -171,7 +189,7 @@ impl Sim {
         panic!("did not settle");
     }
 
-    fn count(&self, app: &str) -> (usize, usize) {
+    pub(crate) fn count(&self, app: &str) -> (usize, usize) {
         let snap = self.core.snapshot();
         let id = Self::id(app);
         let insts: Vec<_> = snap.instances_of(&id).collect();

@@ -176,6 +176,70 @@ pub struct State {
     pub offer_stats: OrdMap<PathId, OfferStats>,
     /// Removed apps whose versions are kept for the root history.
     pub orphans: OrdSet<PathId>,
+    /// Health and readiness of running tasks, in memory only (as Marathon's: a restart probes
+    /// again). Only instances whose task has a result are present.
+    pub health: OrdMap<InstanceId, Arc<InstanceHealth>>,
+}
+
+/// The result of one health check for one task (Marathon's `Health`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HealthResult {
+    pub consecutive_failures: u32,
+    pub first_success: Option<Timestamp>,
+    pub last_success: Option<Timestamp>,
+    pub last_failure: Option<Timestamp>,
+    pub last_failure_cause: Option<String>,
+}
+
+impl HealthResult {
+    /// Alive: the last success is newer than the last failure.
+    pub fn alive(&self) -> bool {
+        match (self.last_success, self.last_failure) {
+            (Some(s), Some(f)) => s > f,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What the last readiness probe of a task answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadinessResult {
+    /// The readiness check's `name`.
+    pub name: String,
+    pub ready: bool,
+    /// Kept only with `preserveLastResponse`.
+    pub last_response: Option<HttpResponse>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// Health of one instance's current task: one slot per health check of the version it runs
+/// (`None` until that check has a result), and its readiness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceHealth {
+    pub task_id: crate::id::TaskId,
+    pub checks: Vec<Option<HealthResult>>,
+    pub readiness: Option<ReadinessResult>,
+}
+
+impl InstanceHealth {
+    /// Marathon's instance health: `Some(true)` when every check has a result and all are
+    /// alive, `Some(false)` when any result is not alive, `None` while results are missing.
+    pub fn healthy(&self) -> Option<bool> {
+        if self.checks.iter().flatten().any(|r| !r.alive()) {
+            Some(false)
+        } else if !self.checks.is_empty() && self.checks.iter().all(Option::is_some) {
+            Some(true)
+        } else {
+            None
+        }
+    }
 }
 
 impl State {

@@ -122,6 +122,16 @@ pub struct Flags {
     )]
     pub task_launch_timeout: u64,
 
+    /// Scheduler-side health and readiness probes (HTTP, HTTPS, TCP) that may be in flight at
+    /// once; probes beyond it wait, and one that waits a whole interval is reported late (not
+    /// failed).
+    #[arg(
+        long = "max_concurrent_marathon_health_checks",
+        env = "MARATHON_MAX_CONCURRENT_MARATHON_HEALTH_CHECKS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_marathon_health_checks: usize,
+
     /// Pacer: milliseconds a deployment step may go without progress before the deployment is
     /// marked failed (0 = never, as in Marathon). Apps can set a tighter deadline with the label
     /// PACER_DEPLOYMENT_PROGRESS_DEADLINE_SECONDS.

@@ -142,13 +142,20 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     info!(message = "Pacer listening.", address = %format!("http://{addr}"), leader = %leader);
     eprintln!("pacer: listening on http://{addr}");
 
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let prober = pacer_health::Prober::new(
+        pacer_health::ProbeKinds::builtin(),
+        flags.max_concurrent_marathon_health_checks,
+        probe_tx,
+    );
     let runtime = runtime::Runtime {
         core,
         store,
         cluster,
         api,
+        prober,
     };
-    let scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx));
+    let scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         r = server => r.context("HTTP server failed")?,

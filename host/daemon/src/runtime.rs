@@ -6,6 +6,7 @@ use pacer_api::{now, ApiContext, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::events::Event;
 use pacer_core::machine::{Effect, Scheduler};
+use pacer_health::{ProbeResult, Prober};
 use pacer_store::{Store, StoreError};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ pub struct Runtime {
     pub store: Arc<dyn Store>,
     pub cluster: Arc<dyn Cluster>,
     pub api: Arc<ApiContext>,
+    pub prober: Prober,
 }
 
 /// The core could not make a write durable outside a command: state in memory is ahead of the
@@ -55,6 +57,7 @@ impl Runtime {
                 }
                 Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
                 Effect::Event(ev) => log_event(&ev),
+                Effect::Watch(w) => self.prober.apply(w),
             }
         }
         Ok(())
@@ -97,11 +100,21 @@ impl Runtime {
         Ok(())
     }
 
+    fn handle_probe(&mut self, r: ProbeResult) -> Result<(), FatalStoreError> {
+        match r {
+            ProbeResult::Health(h) => self.core.handle_health(now(), h),
+            ProbeResult::Readiness(r) => self.core.handle_readiness(now(), r),
+        }
+        self.execute()?;
+        Ok(())
+    }
+
     /// Runs until the command channel closes (shutdown) or a write fails outside a command.
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<Request>,
         mut events: mpsc::UnboundedReceiver<ClusterEvent>,
+        mut probes: mpsc::UnboundedReceiver<ProbeResult>,
     ) -> Result<(), FatalStoreError> {
         self.core.converge_all(now());
         self.execute()?;
@@ -149,6 +162,13 @@ impl Runtime {
                         return Ok(());
                     }
                 },
+                Some(r) = probes.recv() => {
+                    self.handle_probe(r)?;
+                    while let Ok(r) = probes.try_recv() {
+                        self.handle_probe(r)?;
+                    }
+                    self.publish();
+                }
                 _ = tokio::time::sleep(sleep) => {
                     self.core.tick(now());
                     self.execute()?;
@@ -179,6 +199,26 @@ fn log_event(ev: &Event) {
         }
         Event::DeploymentFailed { plan, reason } => {
             warn!(message = "Deployment failed.", deployment_id = %plan.id, reason = %reason)
+        }
+        Event::HealthStatusChanged {
+            instance_id, alive, ..
+        } => info!(message = "Health check result changed.", instance_id = %instance_id, alive),
+        Event::FailedHealthCheck {
+            instance_id,
+            health_check,
+            ..
+        } => {
+            info!(message = "Health check failed.", instance_id = %instance_id, protocol = %health_check.protocol)
+        }
+        Event::UnhealthyInstanceKill {
+            task_id, reason, ..
+        } => warn!(message = "Killing unhealthy task.", task_id = %task_id, reason = %reason),
+        Event::InstanceHealthChanged {
+            instance_id,
+            healthy,
+            ..
+        } => {
+            info!(message = "Instance health changed.", instance_id = %instance_id, healthy = ?healthy)
         }
     }
 }

@@ -272,6 +272,7 @@ mod tests {
                 docker: None,
                 kill_grace: None,
                 fetch: vec![],
+                health_checks: vec![],
             },
             sandbox: PathBuf::from("/nonexistent"),
             pid: Some(pid),

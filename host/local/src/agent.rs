@@ -288,6 +288,7 @@ mod tests {
             docker: None,
             kill_grace: None,
             fetch: vec![],
+            health_checks: vec![],
         }
     }
 

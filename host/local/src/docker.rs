@@ -207,6 +207,17 @@ pub(crate) fn stop(bin: &Path, name: &str, grace: Duration) {
     background(bin, args, grace + REMOVE_TIMEOUT);
 }
 
+/// A shell command line that runs `cmd` inside the container (for command health checks).
+pub(crate) fn exec_shell(bin: &Path, name: &str, cmd: &str) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    format!(
+        "exec {} exec {} /bin/sh -c {}",
+        quote(&bin.to_string_lossy()),
+        quote(name),
+        quote(cmd)
+    )
+}
+
 /// `docker rm -f <name>` in the background, so that no container outlives its task.
 pub(crate) fn remove(bin: &Path, name: &str) {
     background(
@@ -270,6 +281,7 @@ mod tests {
             docker: Some(docker.clone()),
             kill_grace: None,
             fetch: vec![],
+            health_checks: vec![],
         }
     }
 

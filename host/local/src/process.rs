@@ -84,7 +84,7 @@ pub(crate) fn signal_group(pid: u32, sig: Signal) {
 }
 
 /// The user a task runs as, when that differs from Pacer's own.
-struct RunAs {
+pub(crate) struct RunAs {
     name: String,
     uid: Uid,
     gid: Gid,
@@ -123,7 +123,7 @@ fn resolve_user(user: Option<&str>) -> Result<Option<RunAs>, String> {
 
 /// The environment of a task run directly on the host: a cleared environment plus PATH, HOME
 /// and LANG from Pacer, the task's own variables, and MESOS_SANDBOX.
-fn host_env(
+pub(crate) fn host_env(
     spec: &LaunchSpec,
     sandbox: &Path,
     run_as: Option<&RunAs>,

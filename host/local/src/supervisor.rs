@@ -9,9 +9,12 @@ use crate::docker::{self, DockerProbe};
 use crate::process::{self, Exit};
 use nix::sys::signal::Signal;
 use pacer_core::cluster::{
-    ClusterEvent, ClusterEventSink, KillRequest, LaunchSpec, OfferId, TaskState, TaskStatus,
+    AgentCheckKind, ClusterEvent, ClusterEventSink, KillRequest, LaunchSpec, OfferId, TaskState,
+    TaskStatus,
 };
 use pacer_core::id::TaskId;
+use pacer_health::agent::{CheckedTask, Verdict};
+use pacer_health::ProbeKinds;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -58,6 +61,12 @@ pub(crate) enum Msg {
         task: TaskId,
         run: u64,
     },
+    /// A result of the checks the agent runs for a task.
+    Health {
+        task: TaskId,
+        run: u64,
+        verdict: Verdict,
+    },
 }
 
 struct Task {
@@ -73,6 +82,8 @@ struct Task {
     adopted: bool,
     /// A task found dead at start whose terminal status the core has not been told yet.
     unreported: bool,
+    /// The agent-side health checks running for it.
+    checks: Vec<tokio::task::AbortHandle>,
 }
 
 pub(crate) struct Supervisor {
@@ -85,6 +96,7 @@ pub(crate) struct Supervisor {
     ended: VecDeque<(TaskId, u64)>,
     next_run: u64,
     reconciled: bool,
+    check_kinds: ProbeKinds,
 }
 
 impl Supervisor {
@@ -105,6 +117,7 @@ impl Supervisor {
             ended: VecDeque::new(),
             next_run: 0,
             reconciled: false,
+            check_kinds: ProbeKinds::builtin(),
         }
     }
 
@@ -124,6 +137,7 @@ impl Supervisor {
             Msg::Launch { offer, tasks } => self.on_launch(offer, tasks),
             Msg::Decline { offer, refuse } => self.on_decline(offer, refuse),
             Msg::Kill(req) => self.on_kill(req),
+            Msg::Health { task, run, verdict } => self.on_health(task, run, verdict),
             Msg::Reconcile(ids) => self.on_reconcile(ids),
             Msg::Revive => {
                 self.ledger.revive();
@@ -227,8 +241,10 @@ impl Supervisor {
                             kill_grace: None,
                             adopted: true,
                             unreported: false,
+                            checks: Vec::new(),
                         },
                     );
+                    self.start_checks(&id);
                     if found_late {
                         let (dir, rec) = (self.settings.tasks_dir(), record.clone());
                         tokio::task::spawn_blocking(move || {
@@ -267,6 +283,7 @@ impl Supervisor {
                             kill_grace: None,
                             adopted: true,
                             unreported: true,
+                            checks: Vec::new(),
                         },
                     );
                 }
@@ -334,6 +351,7 @@ impl Supervisor {
                     kill_grace: None,
                     adopted: false,
                     unreported: false,
+                    checks: Vec::new(),
                 },
             );
             let (settings, probe, tx) =
@@ -372,6 +390,7 @@ impl Supervisor {
                         t.status = running.clone();
                     }
                     self.emit(running);
+                    self.start_checks(&id);
                 }
             }
             Err(why) => {
@@ -383,6 +402,70 @@ impl Supervisor {
                 tracing::warn!(task_id = %id, reason = %why, "task failed to start");
                 self.finish(&id, state, why);
             }
+        }
+    }
+
+    /// Starts the agent-side health checks of a task that is now running.
+    fn start_checks(&mut self, id: &TaskId) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        if task.spec.health_checks.is_empty() {
+            return;
+        }
+        let sandbox = self.settings.sandbox_of(id);
+        let mut env: BTreeMap<String, String> = process::host_env(&task.spec, &sandbox, None)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string_lossy().into_owned()))
+            .collect();
+        let mut checks = task.spec.health_checks.clone();
+        if let Some(name) = &task.docker_name {
+            // Command checks run inside the container, as Mesos runs them.
+            for c in &mut checks {
+                if let AgentCheckKind::Command(cmd) = &mut c.kind {
+                    *cmd = docker::exec_shell(&self.settings.docker_bin, name, cmd);
+                }
+            }
+            env.retain(|k, _| k == "PATH");
+        }
+        let checked = CheckedTask {
+            // Ports of local tasks are reached on loopback, as Mesos's checks reach them.
+            host: "127.0.0.1".into(),
+            env,
+            cwd: Some(sandbox),
+        };
+        let (tx, task_id, run) = (self.tx.clone(), id.clone(), task.run);
+        let sink = Arc::new(move |verdict: Verdict| {
+            let _ = tx.send(Msg::Health {
+                task: task_id.clone(),
+                run,
+                verdict,
+            });
+        });
+        let handles = pacer_health::agent::spawn(&self.check_kinds, &checks, checked, sink);
+        if let Some(t) = self.tasks.get_mut(id) {
+            t.checks = handles;
+        }
+    }
+
+    /// Reports a check result with the task's status and kills the task when its checks say so.
+    fn on_health(&mut self, id: TaskId, run: u64, verdict: Verdict) {
+        let Some(task) = self.tasks.get(&id) else {
+            return;
+        };
+        if task.run != run || task.status.state != TaskState::Running || task.kill_grace.is_some() {
+            return;
+        }
+        let mut status = self.status(&id, TaskState::Running, verdict.message.clone());
+        status.healthy = Some(verdict.healthy);
+        self.emit(status);
+        if verdict.kill {
+            tracing::warn!(task_id = %id, reason = verdict.message.as_deref().unwrap_or(""), "killing task after failed health checks");
+            self.on_kill(KillRequest {
+                task_id: id,
+                agent_id: None,
+                grace: None,
+            });
         }
     }
 
@@ -410,6 +493,9 @@ impl Supervisor {
             None => grace,
         });
         let has_pid = task.pid.is_some();
+        for h in task.checks.drain(..) {
+            h.abort();
+        }
         tracing::info!(task_id = %id, grace_ms = grace.as_millis() as u64, "killing task");
         if first {
             let killing = self.status(&id, TaskState::Killing, None);
@@ -510,6 +596,9 @@ impl Supervisor {
             return;
         };
         task.status = status.clone();
+        for h in task.checks.drain(..) {
+            h.abort();
+        }
         let (run, adopted) = (task.run, task.adopted);
         if state == TaskState::Failed {
             tracing::warn!(task_id = %id, state = state.mesos_name(), message = %message, adopted, "task ended");

@@ -167,6 +167,7 @@ fn spec(offer: &Offer, command: CommandSpec) -> LaunchSpec {
         docker: None,
         kill_grace: None,
         fetch: vec![],
+        health_checks: vec![],
     }
 }
 
