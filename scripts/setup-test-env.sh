@@ -3,7 +3,7 @@
 #
 # What it does (every step is skipped when already done, so re-running is cheap):
 #   1. apt-get installs what is missing: zookeeper (only installed, never started),
-#      busybox-static, curl, and docker.io when there is no dockerd.
+#      busybox-static, curl, python3, openssl, and docker.io when there is no dockerd.
 #      `apt-get update` runs at most once, and only if something has to be installed.
 #   2. Starts a Docker engine in the background when none is reachable, and waits
 #      (bounded) for `docker info` to answer.
@@ -63,6 +63,9 @@ missing=()
 pkg_installed zookeeper || missing+=(zookeeper)
 pkg_installed busybox-static || missing+=(busybox-static)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Health-check tests: a Python task server and a self-signed certificate.
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 
 if [ "${#missing[@]}" -gt 0 ]; then

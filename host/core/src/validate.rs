@@ -403,10 +403,27 @@ pub fn validate_app(app: &AppDefinition, ctx: &ValidationContext) -> Vec<Violati
                 "must reference a port name of the app",
             );
         }
+        for (field, v) in [
+            ("intervalSeconds", rc.interval_seconds),
+            ("timeoutSeconds", rc.timeout_seconds),
+        ] {
+            if v < 1 {
+                e.add(
+                    format!("{path}/{field}"),
+                    format!("got {v}, expected 1 or more"),
+                );
+            }
+        }
         if rc.timeout_seconds >= rc.interval_seconds {
             e.add(
                 format!("{path}/timeoutSeconds"),
                 "must be smaller than intervalSeconds",
+            );
+        }
+        if rc.http_status_codes_for_ready.is_empty() {
+            e.add(
+                format!("{path}/httpStatusCodesForReady"),
+                "must not be empty",
             );
         }
         if !matches!(rc.protocol.as_str(), "HTTP" | "HTTPS") {
