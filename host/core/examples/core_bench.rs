@@ -1,5 +1,5 @@
 //! Measures the pure core at scale: creating apps, placing their instances on offers, applying
-//! status updates, and taking snapshots. Prints numbers; asserts nothing.
+//! status updates and health results, and taking snapshots. Prints numbers; asserts nothing.
 //!
 //!     cargo run --release -p pacer-core --example core_bench [apps] [instances_per_app]
 
@@ -57,7 +57,8 @@ fn main() {
     let t = Instant::now();
     for i in 0..apps {
         let id = format!("/bench/group-{}/app-{i}", i % 50);
-        let patch = parse_app_patch(serde_json::json!({"id": id, "cmd": "sleep 1000", "cpus": 0.001, "mem": 1, "instances": per_app})).unwrap();
+        let patch = parse_app_patch(serde_json::json!({"id": id, "cmd": "sleep 1000", "cpus": 0.001, "mem": 1, "instances": per_app,
+            "portDefinitions": [{"port": 0}], "healthChecks": [{"protocol": "HTTP", "path": "/health"}]})).unwrap();
         let id = PathId::parse_app_id(&id, &PathId::root()).unwrap();
         core.command(
             now,
@@ -116,6 +117,27 @@ fn main() {
     }
     let status = t.elapsed();
 
+    // Health: the first result of each task flips it healthy (and finishes its app's
+    // deployment once all are); the second is the steady state of a probed task.
+    let health_round = |core: &mut Scheduler, now: Timestamp| {
+        let t = Instant::now();
+        for task in &launched {
+            core.handle_health(
+                now,
+                pacer_core::health::HealthReport {
+                    instance_id: task.instance_id().unwrap(),
+                    task_id: task.clone(),
+                    check_index: 0,
+                    outcome: pacer_core::health::ProbeOutcome::Healthy,
+                },
+            );
+            while core.poll_effect().is_some() {}
+        }
+        t.elapsed()
+    };
+    let health_first = health_round(&mut core, now);
+    let health_steady = health_round(&mut core, now.plus(std::time::Duration::from_secs(60)));
+
     let t = Instant::now();
     let snaps = 1000;
     for _ in 0..snaps {
@@ -141,6 +163,16 @@ fn main() {
         "status → RUNNING:   {:>9.1} ms  ({:.1} µs/update)",
         status.as_secs_f64() * 1e3,
         status.as_secs_f64() * 1e6 / total as f64
+    );
+    println!(
+        "first health result:{:>9.1} ms  ({:.1} µs/result)",
+        health_first.as_secs_f64() * 1e3,
+        health_first.as_secs_f64() * 1e6 / total as f64
+    );
+    println!(
+        "steady health result:{:>8.1} ms  ({:.1} µs/result)",
+        health_steady.as_secs_f64() * 1e3,
+        health_steady.as_secs_f64() * 1e6 / total as f64
     );
     println!(
         "snapshot:           {:>9.3} µs each",

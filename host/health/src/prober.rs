@@ -154,7 +154,7 @@ async fn health_loop(shared: Arc<Shared>, spec: Arc<ProbeSpec>, check: ProbeChec
         tracing::warn!(message = "No prober for this health check protocol.", protocol = %hc.protocol);
         return;
     };
-    let mut due = Instant::now() + interval.min(FIRST_PROBE_MAX);
+    let mut due = Instant::now() + first_delay(&spec, check.index, interval);
     loop {
         tokio::time::sleep_until(due).await;
         let outcome = run_probe(&shared, due, interval, target.timeout, || {
@@ -179,7 +179,7 @@ async fn readiness_loop(shared: Arc<Shared>, spec: Arc<ProbeSpec>, r: ReadinessP
     let interval = secs(rc.interval_seconds);
     let timeout = secs(rc.timeout_seconds);
     let tls = rc.protocol == "HTTPS";
-    let mut due = Instant::now() + interval.min(FIRST_PROBE_MAX);
+    let mut due = Instant::now() + first_delay(&spec, usize::MAX, interval);
     loop {
         tokio::time::sleep_until(due).await;
         let mut response = None;
@@ -230,6 +230,18 @@ async fn readiness_loop(shared: Arc<Shared>, spec: Arc<ProbeSpec>, r: ReadinessP
         }
         due = next_due(due, interval);
     }
+}
+
+/// When a task's first probe comes: between half and all of `min(interval, 5 s)` after it
+/// started, spread by a hash of the task and check. Tasks started together (a deployment) then
+/// do not probe in lockstep, so a burst never hits the global cap or one host at once.
+fn first_delay(spec: &ProbeSpec, check: usize, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let base = interval.min(FIRST_PROBE_MAX);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (spec.task_id.as_str(), check).hash(&mut h);
+    let frac = (h.finish() % 1000) as f64 / 1000.0;
+    base / 2 + base.mul_f64(frac / 2.0)
 }
 
 /// The next tick; ticks missed while a probe ran long are skipped, not bunched up.
