@@ -22,7 +22,12 @@ fn proc_stat() -> (f64, f64) {
         .unwrap_or(0.0)
         / 1024.0;
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     let ticks: f64 = [11, 12]
         .iter()
         .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
