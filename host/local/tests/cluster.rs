@@ -403,15 +403,19 @@ async fn kill_terminates_the_whole_process_group() {
 async fn task_ignoring_sigterm_is_sigkilled_after_grace() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = Agent::start(config(dir.path()));
+    // The kill must not race the shell installing its trap (RUNNING is reported at spawn).
+    let trapped = dir.path().join("trapped");
+    let cmd = format!("trap '' TERM; touch '{}'; sleep 1000", trapped.display());
     let id = a
         .launch_one(|o| {
-            let mut s = shell(o, "trap '' TERM; sleep 1000");
+            let mut s = shell(o, &cmd);
             s.kill_grace = Some(Duration::from_millis(300));
             s
         })
         .await;
     a.expect_states(&id, &[TaskState::Starting, TaskState::Running])
         .await;
+    eventually("the trap to be installed", || trapped.exists()).await;
     let pgid = a.record_pid(&id);
     let t0 = Instant::now();
     kill(&a.cluster, &id, None);
