@@ -6,6 +6,7 @@ mod harness;
 mod api_errors;
 mod deployments;
 mod docker;
+mod events;
 mod health;
 mod lifecycle;
 mod operations;

@@ -3,14 +3,14 @@
 use crate::error::ApiError;
 use crate::render::{app_info, task_json, Embed};
 use crate::selector::Selector;
-use crate::ApiContext;
+use crate::{ApiContext, ApiPost, ClientAddr};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::{OriginalUri, Path, Query, State as AxState};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use pacer_core::id::{PathId, TaskId};
 use pacer_core::machine::{Command, Outcome};
 use pacer_core::normalize::{parse_app_patch, AppPatch};
@@ -196,9 +196,20 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
     Ok(Json(json!({"apps": apps})).into_response())
 }
 
+/// `api_post_event` for a change of one app through the API.
+fn api_post(client: &ClientAddr, uri: &OriginalUri, id: &PathId) -> Option<ApiPost> {
+    Some(ApiPost {
+        client_ip: client.0.clone(),
+        uri: uri.0.path().to_string(),
+        app_id: id.clone(),
+    })
+}
+
 async fn create(
     AxState(ctx): Ctx,
     Query(q): Params,
+    Extension(client): Extension<ClientAddr>,
+    uri: OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let patch = patch_of(json_body(body)?)?;
@@ -210,11 +221,14 @@ async fn create(
     };
     let id = resolve_id(&raw, "/id")?;
     let outcome = ctx
-        .submit(Command::CreateApp {
-            id: id.clone(),
-            patch: Box::new(patch),
-            force: q.flag("force", false),
-        })
+        .submit_with(
+            Command::CreateApp {
+                id: id.clone(),
+                patch: Box::new(patch),
+                force: q.flag("force", false),
+            },
+            api_post(&client, &uri, &id),
+        )
         .await?;
     let Outcome::Deployment { id: dep, .. } = &outcome else {
         unreachable!("create answers with a deployment")
@@ -408,12 +422,18 @@ async fn get_path(
     }
 }
 
+struct Caller {
+    client: ClientAddr,
+    uri: OriginalUri,
+}
+
 async fn put_or_patch(
     ctx: Arc<ApiContext>,
     path: String,
     q: Vec<(String, String)>,
     body: Result<Bytes, BytesRejection>,
     is_patch: bool,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let Target::App(raw) = parse_target(&path) else {
         return Err(method_not_allowed());
@@ -438,12 +458,15 @@ async fn put_or_patch(
     }
     let partial = is_patch || q.flag("partialUpdate", true);
     let outcome = ctx
-        .submit(Command::UpdateApps {
-            updates: vec![(id.clone(), patch)],
-            partial,
-            create: !is_patch,
-            force,
-        })
+        .submit_with(
+            Command::UpdateApps {
+                updates: vec![(id.clone(), patch)],
+                partial,
+                create: !is_patch,
+                force,
+            },
+            api_post(&caller.client, &caller.uri, &id),
+        )
         .await?;
     let created = matches!(outcome, Outcome::Deployment { created: true, .. });
     let status = if created {
@@ -458,18 +481,22 @@ async fn put_path(
     AxState(ctx): Ctx,
     Path(path): Path<String>,
     Query(q): Params,
+    Extension(client): Extension<ClientAddr>,
+    uri: OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    put_or_patch(ctx, path, q, body, false).await
+    put_or_patch(ctx, path, q, body, false, Caller { client, uri }).await
 }
 
 async fn patch_path(
     AxState(ctx): Ctx,
     Path(path): Path<String>,
     Query(q): Params,
+    Extension(client): Extension<ClientAddr>,
+    uri: OriginalUri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    put_or_patch(ctx, path, q, body, true).await
+    put_or_patch(ctx, path, q, body, true, Caller { client, uri }).await
 }
 
 async fn post_path(

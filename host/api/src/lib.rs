@@ -5,13 +5,16 @@
 mod apps;
 mod deployments;
 mod error;
+pub mod events;
 mod groups;
 mod misc;
 pub mod render;
 mod selector;
+mod stream;
 
 pub use apps::now;
 pub use error::ApiError;
+pub use stream::valid_callback_url;
 
 use axum::http::{header, HeaderValue, Request as HttpRequest};
 use axum::middleware::{self, Next};
@@ -37,6 +40,16 @@ pub enum SubmitError {
 pub struct Request {
     pub cmd: Command,
     pub reply: oneshot::Sender<Result<Outcome, SubmitError>>,
+    /// Announce the change as an `api_post_event` once it is durable, before what it triggers.
+    pub api_post: Option<ApiPost>,
+}
+
+/// Who changed which app through the API (`api_post_event`).
+#[derive(Clone, Debug)]
+pub struct ApiPost {
+    pub client_ip: String,
+    pub uri: String,
+    pub app_id: pacer_core::id::PathId,
 }
 
 /// Static facts for `/v2/info` and `/v2/leader`, assembled by the daemon.
@@ -57,7 +70,14 @@ pub struct ApiContext {
     snapshot: RwLock<Arc<State>>,
     pub info: ServerInfo,
     pub metrics: ApiMetrics,
+    pub events: Arc<events::EventBus>,
+    /// `--event_subscriber http_callback`: `/v2/eventSubscriptions` is served.
+    pub callbacks_enabled: bool,
 }
+
+/// The client's IP address, put on every request by the router's middleware.
+#[derive(Clone, Debug)]
+pub struct ClientAddr(pub String);
 
 #[derive(Default)]
 pub struct ApiMetrics {
@@ -70,12 +90,19 @@ pub struct ApiMetrics {
 }
 
 impl ApiContext {
-    pub fn new(commands: mpsc::Sender<Request>, info: ServerInfo) -> Arc<Self> {
+    pub fn new(
+        commands: mpsc::Sender<Request>,
+        info: ServerInfo,
+        events: Arc<events::EventBus>,
+        callbacks_enabled: bool,
+    ) -> Arc<Self> {
         Arc::new(ApiContext {
             commands,
             snapshot: RwLock::new(Arc::new(State::default())),
             info,
             metrics: ApiMetrics::default(),
+            events,
+            callbacks_enabled,
         })
     }
 
@@ -92,9 +119,21 @@ impl ApiContext {
     }
 
     pub async fn submit(&self, cmd: Command) -> Result<Outcome, SubmitError> {
+        self.submit_with(cmd, None).await
+    }
+
+    pub async fn submit_with(
+        &self,
+        cmd: Command,
+        api_post: Option<ApiPost>,
+    ) -> Result<Outcome, SubmitError> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .send(Request { cmd, reply })
+            .send(Request {
+                cmd,
+                reply,
+                api_post,
+            })
             .await
             .map_err(|_| SubmitError::Unavailable)?;
         rx.await.map_err(|_| SubmitError::Unavailable)?
@@ -110,6 +149,7 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .merge(misc::routes())
         .merge(groups::routes())
         .merge(deployments::routes())
+        .merge(stream::routes())
         .fallback(misc::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(ctx.clone(), common_headers))
@@ -119,10 +159,16 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
 /// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers.
 async fn common_headers(
     axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>,
-    req: HttpRequest<axum::body::Body>,
+    mut req: HttpRequest<axum::body::Body>,
     next: Next,
 ) -> Response {
     ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let addr = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    req.extensions_mut().insert(ClientAddr(addr));
     // Refuse an oversized body from its declared length, before reading any of it; bodies
     // without a length are still cut off at the limit while they are read.
     let declared = req

@@ -168,5 +168,45 @@ async fn metrics(AxState(ctx): Ctx) -> Response {
         "pacer_http_errors_total{{class=\"5xx\"}} {}",
         m.errors_5xx.load(Ordering::Relaxed)
     );
+    event_metrics(&mut out, &ctx.events, snap.event_subscribers.len());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The event bus: published events, consumers, and what each consumer got or missed.
+fn event_metrics(out: &mut String, bus: &crate::events::EventBus, callbacks: usize) {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(out, "# HELP pacer_events_published_total Events published on the event bus.\n# TYPE pacer_events_published_total counter\npacer_events_published_total {}", load(&bus.published));
+    let _ = writeln!(out, "# HELP pacer_event_consumers Current event consumers by kind.\n# TYPE pacer_event_consumers gauge");
+    let _ = writeln!(
+        out,
+        "pacer_event_consumers{{kind=\"sse\"}} {}",
+        load(&bus.sse_clients)
+    );
+    let _ = writeln!(
+        out,
+        "pacer_event_consumers{{kind=\"callback\"}} {callbacks}"
+    );
+    let stats = bus.consumer_stats();
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    for (metric, help, sse, pick) in [
+        (
+            "pacer_events_delivered_total",
+            "Events delivered, by consumer (all SSE clients together, or a callback URL).",
+            load(&bus.sse_delivered),
+            (|s: &crate::events::ConsumerStats| s.delivered) as fn(&_) -> u64,
+        ),
+        (
+            "pacer_events_dropped_total",
+            "Events a consumer missed (fell behind, or was backed off).",
+            load(&bus.sse_dropped),
+            |s: &crate::events::ConsumerStats| s.dropped,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        let _ = writeln!(out, "{metric}{{consumer=\"sse\"}} {sse}");
+        for (url, s) in &stats {
+            let _ = writeln!(out, "{metric}{{consumer=\"{}\"}} {}", escape(url), pick(s));
+        }
+    }
+    let _ = writeln!(out, "# HELP pacer_event_stream_disconnects_total Event stream clients disconnected for falling behind.\n# TYPE pacer_event_stream_disconnects_total counter\npacer_event_stream_disconnects_total {}", load(&bus.sse_disconnected_slow));
 }

@@ -92,6 +92,25 @@ pub(crate) const ROOT_BASE_KEY: &str = "meta/root-base";
 pub const LABEL_PROGRESS_DEADLINE: &str = "PACER_DEPLOYMENT_PROGRESS_DEADLINE_SECONDS";
 pub const LABEL_ROLLBACK_ON_FAILURE: &str = "PACER_DEPLOYMENT_ROLLBACK_ON_FAILURE";
 
+/// The group a change is about: the deepest group containing everything it touches.
+fn changed_group(change: &Change) -> PathId {
+    let mut ids = change
+        .apps
+        .keys()
+        .map(|a| a.parent())
+        .chain(change.groups.keys().cloned());
+    let Some(first) = ids.next() else {
+        return PathId::root();
+    };
+    ids.fold(first, |acc, id| {
+        let mut common = acc;
+        while !(id == common || id.is_descendant_of(&common)) {
+            common = common.parent();
+        }
+        common
+    })
+}
+
 impl Scheduler {
     /// Applies a change as one deployment. On error nothing is kept (the caller's `command`
     /// restores the state it saved).
@@ -352,6 +371,10 @@ impl Scheduler {
             }
         }
         self.record_root_version(delta, ops);
+        self.pending.push(Effect::Event(Event::GroupChangeSuccess {
+            group_id: changed_group(&change),
+            version,
+        }));
 
         let id = self.ids.uuid_v4();
         if !steps.is_empty() {
@@ -605,6 +628,10 @@ impl Scheduler {
                 dep.steps.len(),
                 stuck.join(", ")
             );
+            self.pending
+                .push(Effect::Event(Event::DeploymentStepFailure {
+                    plan: dep.clone(),
+                }));
             self.pending.push(Effect::Event(Event::DeploymentFailed {
                 plan: dep.clone(),
                 reason,

@@ -2,7 +2,7 @@
 //! sink plugins) is built on the same enum.
 
 use crate::app::HealthCheck;
-use crate::cluster::AgentId;
+use crate::cluster::{AgentId, TaskState};
 use crate::id::{InstanceId, PathId, TaskId};
 use crate::state::Deployment;
 use crate::time::Timestamp;
@@ -52,6 +52,69 @@ pub enum Event {
         run_spec_version: Timestamp,
         healthy: Option<bool>,
     },
+    /// A task's state changed (`status_update_event`).
+    StatusUpdate {
+        slave_id: Option<AgentId>,
+        task_id: TaskId,
+        task_status: TaskState,
+        message: String,
+        app_id: PathId,
+        host: String,
+        ports: Vec<u32>,
+        version: Timestamp,
+    },
+    /// An instance's condition changed (`instance_changed_event`).
+    InstanceChanged {
+        instance_id: InstanceId,
+        condition: &'static str,
+        run_spec_id: PathId,
+        agent_id: Option<AgentId>,
+        host: String,
+        run_spec_version: Timestamp,
+    },
+    /// A terminal update for a task Pacer does not know (`unknown_instance_terminated_event`).
+    UnknownInstanceTerminated {
+        instance_id: InstanceId,
+        run_spec_id: PathId,
+        condition: &'static str,
+    },
+    /// An app version with this health check was stored (`add_health_check_event`).
+    AddHealthCheck {
+        app_id: PathId,
+        version: Timestamp,
+        health_check: HealthCheck,
+    },
+    /// An app with health checks was removed (`remove_health_check_event`).
+    RemoveHealthCheck { app_id: PathId },
+    /// A step could not finish (`deployment_step_failure`).
+    DeploymentStepFailure { plan: Arc<Deployment> },
+    /// A change of the root group was accepted (`group_change_success`).
+    GroupChangeSuccess {
+        group_id: PathId,
+        version: Timestamp,
+    },
+    /// A removed app's last instance is gone (`app_terminated_event`).
+    AppTerminated { app_id: PathId },
+}
+
+/// Marathon's instance condition name for a task state (`None`: not launched yet).
+pub fn condition(state: Option<TaskState>) -> &'static str {
+    match state {
+        None => "Scheduled",
+        Some(TaskState::Staging) => "Staging",
+        Some(TaskState::Starting) => "Starting",
+        Some(TaskState::Running) => "Running",
+        Some(TaskState::Killing) => "Killing",
+        Some(TaskState::Finished) => "Finished",
+        Some(TaskState::Failed) => "Failed",
+        Some(TaskState::Killed) => "Killed",
+        Some(TaskState::Error) => "Error",
+        Some(TaskState::Lost) | Some(TaskState::Gone) => "Gone",
+        Some(TaskState::Dropped) => "Dropped",
+        Some(TaskState::Unreachable) => "Unreachable",
+        Some(TaskState::GoneByOperator) => "GoneByOperator",
+        Some(TaskState::Unknown) => "Unknown",
+    }
 }
 
 impl Event {
@@ -66,6 +129,14 @@ impl Event {
             Event::FailedHealthCheck { .. } => "failed_health_check_event",
             Event::UnhealthyInstanceKill { .. } => "unhealthy_instance_kill_event",
             Event::InstanceHealthChanged { .. } => "instance_health_changed_event",
+            Event::StatusUpdate { .. } => "status_update_event",
+            Event::InstanceChanged { .. } => "instance_changed_event",
+            Event::UnknownInstanceTerminated { .. } => "unknown_instance_terminated_event",
+            Event::AddHealthCheck { .. } => "add_health_check_event",
+            Event::RemoveHealthCheck { .. } => "remove_health_check_event",
+            Event::DeploymentStepFailure { .. } => "deployment_step_failure",
+            Event::GroupChangeSuccess { .. } => "group_change_success",
+            Event::AppTerminated { .. } => "app_terminated_event",
         }
     }
 }

@@ -168,6 +168,12 @@ impl InstanceId {
         &self.0
     }
 
+    /// The app id this instance belongs to, read back from its safe form (Marathon's
+    /// `PathId.fromSafePath`: `_` separates segments).
+    pub fn app_id(&self) -> PathId {
+        PathId(format!("/{}", self.safe_app_id().replace('_', "/")).into())
+    }
+
     /// The safe form of the app id this instance belongs to.
     pub fn safe_app_id(&self) -> &str {
         let i = self

@@ -146,6 +146,14 @@ pub enum Command {
     ResetDelay {
         id: PathId,
     },
+    /// `POST /v2/eventSubscriptions?callbackUrl=` (idempotent).
+    Subscribe {
+        url: String,
+    },
+    /// `DELETE /v2/eventSubscriptions?callbackUrl=` (idempotent).
+    Unsubscribe {
+        url: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -236,6 +244,9 @@ pub(crate) fn del(prefix: &str, id: &str) -> StoreOp {
         key: format!("{prefix}{id}"),
     }
 }
+
+/// Where the HTTP callback subscribers are stored.
+pub(crate) const EVENT_SUBSCRIBERS_KEY: &str = "meta/event-subscribers";
 
 fn version_key(app: &PathId, v: Timestamp) -> String {
     format!("{app}@{v}")
@@ -346,6 +357,9 @@ impl Scheduler {
                 root_deltas.push(parse(key, value)?);
             } else if key == ROOT_BASE_KEY {
                 root_base = Some(parse(key, value)?);
+            } else if key == EVENT_SUBSCRIBERS_KEY {
+                let urls: Vec<String> = parse(key, value)?;
+                s.event_subscribers = urls.into_iter().collect();
             }
         }
         s.orphans = s
@@ -631,6 +645,19 @@ impl Scheduler {
                 self.state.delays.remove(&id);
                 Outcome::Done
             }
+            Command::Subscribe { url } => {
+                if !self.state.event_subscribers.contains(&url) {
+                    self.state.event_subscribers.insert(url);
+                    ops.push(self.subscribers_record());
+                }
+                Outcome::Done
+            }
+            Command::Unsubscribe { url } => {
+                if self.state.event_subscribers.remove(&url).is_some() {
+                    ops.push(self.subscribers_record());
+                }
+                Outcome::Done
+            }
         };
         self.converge_freed(now, &mut ops);
         self.finish_deployments(now, &mut ops);
@@ -861,6 +888,20 @@ impl Scheduler {
         }
         self.state.versions.insert(app.id.clone(), versions);
         self.state.orphans.remove(&app.id);
+        let checks_changed = self
+            .state
+            .apps
+            .get(&app.id)
+            .is_none_or(|old| old.health_checks != app.health_checks);
+        if checks_changed {
+            for hc in &app.health_checks {
+                self.pending.push(Effect::Event(Event::AddHealthCheck {
+                    app_id: app.id.clone(),
+                    version: app.version,
+                    health_check: hc.clone(),
+                }));
+            }
+        }
         self.state
             .apps
             .insert(app.id.clone(), Arc::new(app.clone()));
@@ -877,6 +918,16 @@ impl Scheduler {
         }
         self.state.delays.remove(&app.id);
         self.state.apps.remove(&app.id);
+        if !app.health_checks.is_empty() {
+            self.pending.push(Effect::Event(Event::RemoveHealthCheck {
+                app_id: app.id.clone(),
+            }));
+        }
+        if !self.state.by_app.contains_key(&app.id) {
+            self.pending.push(Effect::Event(Event::AppTerminated {
+                app_id: app.id.clone(),
+            }));
+        }
     }
 
     /// Deletes the stored versions of removed apps that no retained root version refers to.
@@ -901,6 +952,15 @@ impl Scheduler {
                     ops.push(del(keys::APP_VERSION, &version_key(&id, *v)));
                 }
             }
+        }
+    }
+
+    /// The HTTP callback subscribers, as one small record.
+    fn subscribers_record(&self) -> StoreOp {
+        let urls: Vec<&String> = self.state.event_subscribers.iter().collect();
+        StoreOp::Put {
+            key: EVENT_SUBSCRIBERS_KEY.to_string(),
+            value: to_json(&urls),
         }
     }
 
@@ -950,6 +1010,12 @@ impl Scheduler {
             set.remove(&inst.id);
             if set.is_empty() {
                 self.state.by_app.remove(&inst.app_id);
+                if !self.state.apps.contains_key(&inst.app_id) {
+                    // The last instance of a removed app is gone.
+                    self.pending.push(Effect::Event(Event::AppTerminated {
+                        app_id: inst.app_id.clone(),
+                    }));
+                }
             } else {
                 self.state.by_app.insert(inst.app_id.clone(), set);
             }
@@ -1378,7 +1444,16 @@ impl Scheduler {
             .filter(|i| i.task.as_ref().is_some_and(|t| t.task_id == status.task_id));
         let Some(inst) = current.cloned() else {
             // A task Pacer does not know (or an older incarnation): it must not keep running.
-            if !status.state.is_terminal() {
+            if status.state.is_terminal() {
+                if let Some(iid) = status.task_id.instance_id().filter(|_| inst.is_none()) {
+                    self.effects
+                        .push_back(Effect::Event(Event::UnknownInstanceTerminated {
+                            run_spec_id: iid.app_id(),
+                            instance_id: iid,
+                            condition: crate::events::condition(Some(status.state)),
+                        }));
+                }
+            } else {
                 self.effects.push_back(Effect::Kill(KillRequest {
                     task_id: status.task_id,
                     agent_id: status.agent_id,
@@ -1416,6 +1491,26 @@ impl Scheduler {
             task.started_at = Some(now);
         }
         let task_id = task.task_id.clone();
+        let host = i.agent.as_ref().map(|a| a.host.clone()).unwrap_or_default();
+        let agent_id = i.agent.as_ref().map(|a| a.agent_id.clone());
+        self.pending.push(Effect::Event(Event::StatusUpdate {
+            slave_id: status.agent_id.clone().or_else(|| agent_id.clone()),
+            task_id: task_id.clone(),
+            task_status: status.state,
+            message: status.message.clone().unwrap_or_default(),
+            app_id: i.app_id.clone(),
+            host: host.clone(),
+            ports: task.host_ports.clone(),
+            version: i.run_spec_version,
+        }));
+        self.pending.push(Effect::Event(Event::InstanceChanged {
+            instance_id: i.id.clone(),
+            condition: crate::events::condition(Some(status.state)),
+            run_spec_id: i.app_id.clone(),
+            agent_id,
+            host,
+            run_spec_version: i.run_spec_version,
+        }));
         if status.state.is_terminal() {
             if let Some(app) = self.state.apps.get(&i.app_id).cloned() {
                 if is_failure(status.state) {

@@ -179,6 +179,8 @@ pub struct State {
     /// Health and readiness of running tasks, in memory only (as Marathon's: a restart probes
     /// again). Only instances whose task has a result are present.
     pub health: OrdMap<InstanceId, Arc<InstanceHealth>>,
+    /// HTTP callback URLs (`/v2/eventSubscriptions`).
+    pub event_subscribers: OrdSet<String>,
 }
 
 /// The result of one health check for one task (Marathon's `Health`).

@@ -151,6 +151,42 @@ pub struct Flags {
     )]
     pub deployment_rollback_on_failure: bool,
 
+    /// Events an `/v2/events` client may fall behind by before it is disconnected.
+    #[arg(
+        long = "event_stream_max_outstanding_messages",
+        env = "MARATHON_EVENT_STREAM_MAX_OUTSTANDING_MESSAGES",
+        default_value_t = 1024
+    )]
+    pub event_stream_max_outstanding_messages: usize,
+
+    /// `http_callback` turns on HTTP callbacks (`/v2/eventSubscriptions`).
+    #[arg(long = "event_subscriber", env = "MARATHON_EVENT_SUBSCRIBER")]
+    pub event_subscriber: Option<String>,
+
+    /// Callback URLs subscribed at start, comma-separated (with `--event_subscriber http_callback`).
+    #[arg(
+        long = "http_endpoints",
+        env = "MARATHON_HTTP_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    pub http_endpoints: Vec<String>,
+
+    /// Milliseconds one callback POST may take.
+    #[arg(
+        long = "http_event_request_timeout",
+        env = "MARATHON_HTTP_EVENT_REQUEST_TIMEOUT",
+        default_value_t = 10_000
+    )]
+    pub http_event_request_timeout: u64,
+
+    /// Milliseconds after which a callback subscriber counts as slow and is backed off.
+    #[arg(
+        long = "http_event_callback_slow_consumer_timeout",
+        env = "MARATHON_HTTP_EVENT_CALLBACK_SLOW_CONSUMER_TIMEOUT",
+        default_value_t = 10_000
+    )]
+    pub http_event_callback_slow_consumer_timeout: u64,
+
     /// Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
     #[arg(
         long = "logging_level",

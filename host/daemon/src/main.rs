@@ -1,6 +1,7 @@
 //! The `pacer` daemon: parses flags, opens the store, starts the cluster backend and the HTTP API,
 //! and runs the scheduler loop.
 
+mod callbacks;
 mod flags;
 mod runtime;
 
@@ -136,8 +137,22 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         zookeeper_config: json!({}),
         http_config: json!({"http_port": addr.port(), "https_port": 8443}),
     };
+    let callbacks_enabled = match flags.event_subscriber.as_deref() {
+        None => false,
+        Some("http_callback") => true,
+        Some(other) => {
+            anyhow::bail!("--event_subscriber {other}: the only event subscriber is http_callback")
+        }
+    };
+    for url in &flags.http_endpoints {
+        anyhow::ensure!(
+            pacer_api::valid_callback_url(url),
+            "--http_endpoints: '{url}' is not an absolute http or https URL"
+        );
+    }
     let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let api = ApiContext::new(cmd_tx, info);
+    let bus = pacer_api::events::EventBus::new(flags.event_stream_max_outstanding_messages);
+    let api = ApiContext::new(cmd_tx, info, bus, callbacks_enabled);
     let app = pacer_api::router(api.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
     info!(message = "Pacer listening.", address = %format!("http://{addr}"), leader = %leader);
     eprintln!("pacer: listening on http://{addr}");
@@ -152,10 +167,31 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         core,
         store,
         cluster,
-        api,
+        api: api.clone(),
         prober,
     };
     let scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
+    if callbacks_enabled {
+        let config = callbacks::CallbackConfig {
+            request_timeout: Duration::from_millis(flags.http_event_request_timeout),
+            slow_consumer_timeout: Duration::from_millis(
+                flags.http_event_callback_slow_consumer_timeout,
+            ),
+        };
+        tokio::spawn(callbacks::run(api.clone(), config));
+        for url in &flags.http_endpoints {
+            api.submit(pacer_core::machine::Command::Subscribe { url: url.clone() })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot subscribe {url}: {e:?}"))?;
+        }
+    }
+    // The local backend is this machine: Pacer is registered as soon as it runs.
+    api.events.publish(
+        "scheduler_registered_event",
+        json!({"frameworkId": "local", "master": "local"}),
+        pacer_api::now(),
+    );
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
     tokio::select! {
         r = server => r.context("HTTP server failed")?,

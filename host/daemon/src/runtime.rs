@@ -2,7 +2,7 @@
 //! and timer firings — and executes the effects it returns, in order. Writes are made durable
 //! before anything that depends on them is done; API callers are answered only after that.
 
-use pacer_api::{now, ApiContext, Request, SubmitError};
+use pacer_api::{now, ApiContext, ApiPost, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::events::Event;
 use pacer_core::machine::{Effect, Scheduler};
@@ -31,11 +31,20 @@ pub struct FatalStoreError(#[from] StoreError);
 impl Runtime {
     /// Executes queued effects in order. Stops at the first failed write, leaving the rest queued.
     fn execute(&mut self) -> Result<(), StoreError> {
+        self.execute_announcing(None)
+    }
+
+    /// Executes queued effects; `api_post` is published right after the first write (the
+    /// command's own), so it precedes the events the change triggers.
+    fn execute_announcing(&mut self, mut api_post: Option<ApiPost>) -> Result<(), StoreError> {
         while let Some(effect) = self.core.poll_effect() {
             match effect {
                 Effect::Persist(ops) => {
                     let store = self.store.clone();
                     tokio::task::block_in_place(|| store.apply(&ops))?;
+                    if let Some(post) = api_post.take() {
+                        self.publish_api_post(post);
+                    }
                 }
                 Effect::Launch { offer, tasks } => {
                     for t in &tasks {
@@ -56,11 +65,23 @@ impl Runtime {
                     self.cluster.kill(k);
                 }
                 Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
-                Effect::Event(ev) => log_event(&ev),
+                Effect::Event(ev) => {
+                    log_event(&ev);
+                    self.api.events.publish_core(&ev, now());
+                }
                 Effect::Watch(w) => self.prober.apply(w),
             }
         }
         Ok(())
+    }
+
+    fn publish_api_post(&self, post: ApiPost) {
+        let snap = self.core.snapshot();
+        if let Some(app) = snap.apps.get(&post.app_id) {
+            let fields = serde_json::json!({"clientIp": post.client_ip, "uri": post.uri,
+                "appDefinition": app.as_ref()});
+            self.api.events.publish("api_post_event", fields, now());
+        }
     }
 
     fn publish(&self) {
@@ -71,7 +92,7 @@ impl Runtime {
         let result = self.core.command(now(), req.cmd);
         let reply = match result {
             Err(e) => Err(SubmitError::Command(e)),
-            Ok(outcome) => match self.execute() {
+            Ok(outcome) => match self.execute_announcing(req.api_post) {
                 Ok(()) => Ok(outcome),
                 Err(e) => {
                     // The first effect of a command is its single write; nothing ran yet.
@@ -180,7 +201,7 @@ impl Runtime {
     }
 }
 
-/// Until the event bus exists, the core's events go to the log.
+/// The core's events that an operator wants in the log (all of them also go to the event bus).
 fn log_event(ev: &Event) {
     match ev {
         Event::DeploymentInfo { plan } => info!(
@@ -220,5 +241,7 @@ fn log_event(ev: &Event) {
         } => {
             info!(message = "Instance health changed.", instance_id = %instance_id, healthy = ?healthy)
         }
+        // Status updates are logged where they arrive; the rest only go to the event bus.
+        _ => {}
     }
 }

@@ -1,9 +1,9 @@
-//! One HTTP(S) GET for a probe. HTTPS does not verify certificates or host names (as Marathon:
+//! One HTTP(S) exchange: a GET for a probe, or a JSON POST for an event callback. HTTPS does not verify certificates or host names (as Marathon:
 //! tasks serve self-signed certificates). Informational (1xx) answers are captured, because
 //! `ignoreHttp1xx` must tell them apart from failures and a server may never send more.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -45,8 +45,40 @@ pub async fn get(
     timeout: Duration,
     want_body: bool,
 ) -> Result<Reply, HttpError> {
+    send(host, port, path, tls, timeout, want_body, None).await
+}
+
+/// POSTs a JSON body (event callbacks), within `timeout`.
+pub async fn post_json(
+    host: &str,
+    port: u32,
+    path: &str,
+    tls: bool,
+    timeout: Duration,
+    json: String,
+) -> Result<Reply, HttpError> {
+    send(host, port, path, tls, timeout, false, Some(json)).await
+}
+
+async fn send(
+    host: &str,
+    port: u32,
+    path: &str,
+    tls: bool,
+    timeout: Duration,
+    want_body: bool,
+    json: Option<String>,
+) -> Result<Reply, HttpError> {
     let informational = Arc::new(AtomicU16::new(0));
-    let work = exchange(host, port, path, tls, want_body, informational.clone());
+    let work = exchange(
+        host,
+        port,
+        path,
+        tls,
+        want_body,
+        json,
+        informational.clone(),
+    );
     match tokio::time::timeout(timeout, work).await {
         Ok(r) => r,
         Err(_) => match informational.load(Ordering::Relaxed) {
@@ -62,6 +94,7 @@ async fn exchange(
     path: &str,
     tls: bool,
     want_body: bool,
+    json: Option<String>,
     informational: Arc<AtomicU16>,
 ) -> Result<Reply, HttpError> {
     let port = u16::try_from(port).map_err(|_| HttpError::Failed(format!("bad port {port}")))?;
@@ -76,9 +109,9 @@ async fn exchange(
             .connect(name, tcp)
             .await
             .map_err(|e| HttpError::Failed(format!("TLS handshake with {host}:{port}: {e}")))?;
-        request(stream, host, port, path, want_body, informational).await
+        request(stream, host, port, path, want_body, json, informational).await
     } else {
-        request(tcp, host, port, path, want_body, informational).await
+        request(tcp, host, port, path, want_body, json, informational).await
     }
 }
 
@@ -88,6 +121,7 @@ async fn request<S>(
     port: u16,
     path: &str,
     want_body: bool,
+    json: Option<String>,
     informational: Arc<AtomicU16>,
 ) -> Result<Reply, HttpError>
 where
@@ -104,11 +138,21 @@ where
     } else {
         format!("/{path}")
     };
-    let mut req = hyper::Request::get(path)
+    let builder = match &json {
+        None => hyper::Request::get(path),
+        Some(_) => {
+            hyper::Request::post(path).header(hyper::header::CONTENT_TYPE, "application/json")
+        }
+    };
+    let body = match json {
+        None => Full::new(Bytes::new()),
+        Some(j) => Full::new(Bytes::from(j)),
+    };
+    let mut req = builder
         .header(hyper::header::HOST, format!("{host}:{port}"))
-        .header(hyper::header::USER_AGENT, "pacer-health-check")
+        .header(hyper::header::USER_AGENT, "pacer")
         .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
+        .body(body)
         .map_err(|e| HttpError::Failed(e.to_string()))?;
     hyper::ext::on_informational(&mut req, move |res| {
         informational.store(res.status().as_u16(), Ordering::Relaxed);
