@@ -160,6 +160,16 @@ fn sse_follows_an_apps_life_in_order() {
     }
     assert_eq!(running["appId"], "/ev");
 
+    // A refused change is announced too.
+    assert_eq!(p.post("/v2/apps", &app.to_string()).status, 409);
+    let failed = until(&rx, "group_change_failed", |_| true);
+    let failed = &failed.last().unwrap().1;
+    assert_eq!(failed["groupId"], "/");
+    assert!(failed["reason"]
+        .as_str()
+        .unwrap()
+        .contains("already exists"));
+
     let r = p.put("/v2/apps/ev", &json!({"instances": 2}).to_string());
     assert_eq!(r.status, 200);
     let scaled = until(&rx, "deployment_success", |_| true);

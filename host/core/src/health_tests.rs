@@ -411,3 +411,56 @@ fn probing_resumes_after_a_restart() {
         "results are not stored"
     );
 }
+
+#[test]
+fn an_apps_life_announces_marathons_events() {
+    let mut sim = Sim::new();
+    sim.create(http_app("/prod/web", 1, 300, 3));
+    sim.settle();
+    let kinds = sim.take_events();
+    for want in [
+        "group_change_success",
+        "add_health_check_event",
+        "deployment_info",
+        "status_update_event",
+        "instance_changed_event",
+    ] {
+        assert!(kinds.contains(&want), "{want} missing from {kinds:?}");
+    }
+    let inst = sim.instances("/prod/web").remove(0);
+    sim.report(&inst, 0, ProbeOutcome::Healthy);
+    sim.take_events();
+    sim.cmd(crate::machine::Command::DeleteApp {
+        id: Sim::id("/prod/web"),
+        force: false,
+    })
+    .unwrap();
+    sim.settle();
+    let events: Vec<_> = sim.events.drain(..).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type()).collect();
+    for want in [
+        "group_change_success",
+        "remove_health_check_event",
+        "status_update_event",
+        "app_terminated_event",
+        "deployment_success",
+    ] {
+        assert!(kinds.contains(&want), "{want} missing from {kinds:?}");
+    }
+    let group = events.iter().find_map(|e| match e {
+        crate::events::Event::GroupChangeSuccess { group_id, .. } => Some(group_id.to_string()),
+        _ => None,
+    });
+    assert_eq!(
+        group.as_deref(),
+        Some("/prod"),
+        "the deepest group of the change"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "app_terminated_event")
+            .count(),
+        1
+    );
+}

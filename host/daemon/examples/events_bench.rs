@@ -103,7 +103,11 @@ fn main() {
     for _ in 0..clients {
         let tally = sse.clone();
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET /v2/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
         std::thread::spawn(move || {
             let mut r = BufReader::new(s);
             let mut line = String::new();
@@ -128,7 +132,12 @@ fn main() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://127.0.0.1:{}/", l.local_addr().unwrap().port());
         assert_eq!(
-            http(port, "POST", &format!("/v2/eventSubscriptions?callbackUrl={url}"), ""),
+            http(
+                port,
+                "POST",
+                &format!("/v2/eventSubscriptions?callbackUrl={url}"),
+                ""
+            ),
             200
         );
         let tally = cb.clone();
@@ -157,7 +166,9 @@ fn main() {
                         }
                     }
                     let mut s = s;
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
                 });
             }
         });
