@@ -58,7 +58,13 @@ impl EventBus {
     }
 
     /// Publishes an event: `fields` are its own fields; `eventType` and `timestamp` are added.
-    pub fn publish(&self, event_type: &'static str, fields: Value, now: Timestamp) {
+    /// Returns the event as consumers see it.
+    pub fn publish(
+        &self,
+        event_type: &'static str,
+        fields: Value,
+        now: Timestamp,
+    ) -> Arc<BusEvent> {
         let mut m = match fields {
             Value::Object(m) => m,
             _ => Map::new(),
@@ -70,9 +76,11 @@ impl EventBus {
             json: Value::Object(m).to_string(),
             timestamp: now,
         };
+        let ev = Arc::new(ev);
         self.published.fetch_add(1, Ordering::Relaxed);
         // No receiver is fine: nobody listens.
-        let _ = self.tx.send(Arc::new(ev));
+        let _ = self.tx.send(ev.clone());
+        ev
     }
 
     /// Publishes one of the core's events.
@@ -91,7 +99,10 @@ impl EventBus {
 
     pub fn count(&self, consumer: &str, delivered: u64, dropped: u64) {
         let mut c = self.consumers.lock().expect("consumer stats lock");
-        let s = c.entry(consumer.to_string()).or_default();
+        if !c.contains_key(consumer) {
+            c.insert(consumer.to_string(), ConsumerStats::default());
+        }
+        let s = c.get_mut(consumer).expect("inserted above");
         s.delivered += delivered;
         s.dropped += dropped;
     }

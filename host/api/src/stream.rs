@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use pacer_core::machine::Command;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,13 +198,14 @@ async fn change_subscription(
     } else {
         "unsubscribe_event"
     };
-    let t = now();
+    // Marathon answers with the event it published.
     let fields = json!({"clientIp": addr, "callbackUrl": url});
-    ctx.events.publish(event_type, fields.clone(), t);
-    let mut body: Value = fields;
-    body["eventType"] = json!(event_type);
-    body["timestamp"] = json!(t);
-    Ok(Json(body).into_response())
+    let ev = ctx.events.publish(event_type, fields, now());
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        ev.json.clone(),
+    )
+        .into_response())
 }
 
 async fn subscribe(

@@ -156,6 +156,28 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The group a change of the root is about (Marathon's `groupId` in `group_change_success`
+    /// and `group_change_failed`); `None` for commands that do not change the root.
+    pub fn changed_group(&self) -> Option<PathId> {
+        match self {
+            Command::CreateApp { id, .. }
+            | Command::RollbackApp { id, .. }
+            | Command::DeleteApp { id, .. }
+            | Command::RestartApp { id, .. } => Some(id.parent()),
+            Command::UpdateApps { updates, .. } => Some(match updates.as_slice() {
+                [(id, _)] => id.parent(),
+                _ => PathId::root(),
+            }),
+            Command::CreateGroup { id, .. }
+            | Command::UpdateGroup { id, .. }
+            | Command::DeleteGroup { id, .. } => Some(id.clone()),
+            Command::KillTasks { scale: true, .. } => Some(PathId::root()),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Outcome {
     /// A change was accepted; `created` is true when an app was created by it.
@@ -384,7 +406,8 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Converges every app once (after recovery, or periodically as Marathon's scale check).
+    /// At start-up, after recovery: converges every app once and asks for every running task to
+    /// be probed again (health results are not stored). Not meant to run periodically.
     pub fn converge_all(&mut self, now: Timestamp) {
         let mut ops = Vec::new();
         let ids: Vec<PathId> = self

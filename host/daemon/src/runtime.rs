@@ -5,8 +5,7 @@
 use pacer_api::{now, ApiContext, ApiPost, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::events::Event;
-use pacer_core::id::PathId;
-use pacer_core::machine::{Command, Effect, Scheduler};
+use pacer_core::machine::{Effect, Scheduler};
 use pacer_health::{ProbeResult, Prober};
 use pacer_store::{Store, StoreError};
 use std::sync::atomic::Ordering;
@@ -90,7 +89,7 @@ impl Runtime {
     }
 
     fn handle_command(&mut self, req: Request) {
-        let group = changed_group(&req.cmd);
+        let group = req.cmd.changed_group();
         let result = self.core.command(now(), req.cmd);
         let reply = match result {
             Err(e) => {
@@ -208,26 +207,6 @@ impl Runtime {
                 }
             }
         }
-    }
-}
-
-/// The group a change of the root is about, for `group_change_failed` (`None`: the command does
-/// not change the root).
-fn changed_group(cmd: &Command) -> Option<PathId> {
-    match cmd {
-        Command::CreateApp { id, .. }
-        | Command::RollbackApp { id, .. }
-        | Command::DeleteApp { id, .. }
-        | Command::RestartApp { id, .. } => Some(id.parent()),
-        Command::UpdateApps { updates, .. } => Some(match updates.as_slice() {
-            [(id, _)] => id.parent(),
-            _ => PathId::root(),
-        }),
-        Command::CreateGroup { id, .. }
-        | Command::UpdateGroup { id, .. }
-        | Command::DeleteGroup { id, .. } => Some(id.clone()),
-        Command::KillTasks { scale: true, .. } => Some(PathId::root()),
-        _ => None,
     }
 }
 
