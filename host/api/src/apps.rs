@@ -83,10 +83,7 @@ pub fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError>
     let bytes = body.map_err(|e| match e {
         BytesRejection::FailedToBufferBody(_) => ApiError::Status(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "Request body is larger than the limit of {} bytes",
-                crate::MAX_BODY_BYTES
-            ),
+            "Request body is larger than the limit (--http_max_request_body_bytes)".to_string(),
         ),
         other => ApiError::bad_request(other.body_text()),
     })?;

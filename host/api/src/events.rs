@@ -40,6 +40,8 @@ pub struct EventBus {
     pub sse_disconnected_slow: AtomicU64,
     capacity: usize,
     consumers: Mutex<BTreeMap<String, ConsumerStats>>,
+    /// Set at shutdown: streams end so the server can finish.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl EventBus {
@@ -54,7 +56,19 @@ impl EventBus {
             sse_disconnected_slow: AtomicU64::new(0),
             capacity: capacity.max(1),
             consumers: Mutex::new(BTreeMap::new()),
+            closing: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// Ends every event stream (at shutdown); new streams end at once.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`EventBus::close`] was called.
+    pub async fn closed(&self) {
+        let mut rx = self.closing.subscribe();
+        let _ = rx.wait_for(|closing| *closing).await;
     }
 
     /// Publishes an event: `fields` are its own fields; `eventType` and `timestamp` are added.
@@ -110,6 +124,58 @@ impl EventBus {
     pub fn consumer_stats(&self) -> BTreeMap<String, ConsumerStats> {
         self.consumers.lock().expect("consumer stats lock").clone()
     }
+}
+
+/// The bus's numbers on `/metrics`: events published, consumers, and what each got or missed.
+pub(crate) fn write_metrics(
+    w: &mut crate::metrics::MetricsWriter,
+    bus: &EventBus,
+    callbacks: usize,
+) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    w.counter(
+        "events_published_total",
+        "Events published on the event bus.",
+        load(&bus.published),
+    );
+    w.family(
+        "event_consumers",
+        "gauge",
+        "Current event consumers by kind.",
+        [
+            ([("kind", "sse")], load(&bus.sse_clients)),
+            ([("kind", "callback")], callbacks as u64),
+        ],
+    );
+    let stats = bus.consumer_stats();
+    type Pick = fn(&ConsumerStats) -> u64;
+    let families: [(&str, &str, u64, Pick); 2] = [
+        (
+            "events_delivered_total",
+            "Events delivered, by consumer (all SSE clients together, or a callback URL).",
+            load(&bus.sse_delivered),
+            |s| s.delivered,
+        ),
+        (
+            "events_dropped_total",
+            "Events a consumer missed (fell behind, or was backed off).",
+            load(&bus.sse_dropped),
+            |s| s.dropped,
+        ),
+    ];
+    for (name, help, sse, pick) in families {
+        let samples = std::iter::once(([("consumer", "sse")], sse)).chain(
+            stats
+                .iter()
+                .map(|(url, s)| ([("consumer", url.as_str())], pick(s))),
+        );
+        w.family(name, "counter", help, samples);
+    }
+    w.counter(
+        "event_stream_disconnects_total",
+        "Event stream clients disconnected for falling behind.",
+        load(&bus.sse_disconnected_slow),
+    );
 }
 
 /// Marathon's light plan: ids, steps and version, without the root groups.

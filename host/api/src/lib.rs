@@ -7,6 +7,9 @@ mod deployments;
 mod error;
 pub mod events;
 mod groups;
+mod guard;
+pub mod logging;
+pub mod metrics;
 mod misc;
 pub mod render;
 mod selector;
@@ -16,13 +19,13 @@ pub use apps::now;
 pub use error::ApiError;
 pub use stream::valid_callback_url;
 
+use axum::extract::MatchedPath;
 use axum::http::{header, HeaderValue, Request as HttpRequest};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use pacer_core::machine::{Command, CommandError, Outcome};
 use pacer_core::state::State;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,10 +56,12 @@ pub struct ApiPost {
 }
 
 /// Static facts for `/v2/info` and `/v2/leader`, assembled by the daemon.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ServerInfo {
     /// `host:port` this server is reachable at.
     pub leader: String,
+    /// `X-Marathon-Leader`: `http://host:port` (or https when only HTTPS is served).
+    pub leader_url: String,
     pub framework_id: Option<String>,
     /// The `marathon_config` object (credentials already redacted).
     pub marathon_config: serde_json::Value,
@@ -64,45 +69,94 @@ pub struct ServerInfo {
     pub http_config: serde_json::Value,
 }
 
+/// How the HTTP API is guarded and what it serves; from the daemon's flags.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// `user:password` every request must present (HTTP Basic).
+    pub credentials: Option<String>,
+    pub realm: String,
+    pub max_concurrent_requests: Option<usize>,
+    /// Request bodies larger than this get a 413.
+    pub max_body_bytes: usize,
+    /// CORS origins (`*` for any); empty turns CORS off.
+    pub cors_origins: Vec<String>,
+    /// Gzip for clients that accept it (never for the event stream).
+    pub compression: bool,
+    pub metrics_enabled: bool,
+    /// Also serve `/metrics/prometheus`.
+    pub metrics_prometheus_path: bool,
+    pub metrics_prefix: String,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            credentials: None,
+            realm: "Mesosphere".into(),
+            max_concurrent_requests: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            cors_origins: Vec::new(),
+            compression: true,
+            metrics_enabled: true,
+            metrics_prometheus_path: true,
+            metrics_prefix: "pacer".into(),
+        }
+    }
+}
+
+/// What the daemon hands the API besides the command channel and the bus.
+#[derive(Default)]
+pub struct ApiSetup {
+    pub info: ServerInfo,
+    /// `--event_subscriber http_callback`: `/v2/eventSubscriptions` is served.
+    pub callbacks_enabled: bool,
+    pub options: HttpOptions,
+    pub metric_sources: Vec<Arc<dyn metrics::MetricsSource>>,
+    pub log_control: Option<Arc<dyn logging::LogControl>>,
+}
+
 /// The shared, read-mostly view the handlers use.
 pub struct ApiContext {
     commands: mpsc::Sender<Request>,
     snapshot: RwLock<Arc<State>>,
     pub info: ServerInfo,
-    pub metrics: ApiMetrics,
+    pub options: HttpOptions,
+    pub scheduler_metrics: metrics::SchedulerMetrics,
+    pub http_metrics: metrics::HttpMetrics,
+    pub metric_sources: Vec<Arc<dyn metrics::MetricsSource>>,
+    pub log_control: Option<Arc<dyn logging::LogControl>>,
     pub events: Arc<events::EventBus>,
     /// `--event_subscriber http_callback`: `/v2/eventSubscriptions` is served.
     pub callbacks_enabled: bool,
+    limiter: Option<(Arc<tokio::sync::Semaphore>, usize)>,
 }
 
 /// The client's IP address, put on every request by the router's middleware.
 #[derive(Clone, Debug)]
 pub struct ClientAddr(pub String);
 
-#[derive(Default)]
-pub struct ApiMetrics {
-    /// Offers the scheduler used to launch tasks / declined; counted by the runtime.
-    pub offers_used: AtomicU64,
-    pub offers_declined: AtomicU64,
-    pub requests: AtomicU64,
-    pub errors_4xx: AtomicU64,
-    pub errors_5xx: AtomicU64,
-}
-
 impl ApiContext {
     pub fn new(
         commands: mpsc::Sender<Request>,
-        info: ServerInfo,
         events: Arc<events::EventBus>,
-        callbacks_enabled: bool,
+        setup: ApiSetup,
     ) -> Arc<Self> {
+        let limiter = setup
+            .options
+            .max_concurrent_requests
+            .map(|n| (Arc::new(tokio::sync::Semaphore::new(n)), n));
         Arc::new(ApiContext {
             commands,
             snapshot: RwLock::new(Arc::new(State::default())),
-            info,
-            metrics: ApiMetrics::default(),
+            info: setup.info,
+            options: setup.options,
+            scheduler_metrics: Default::default(),
+            http_metrics: Default::default(),
+            metric_sources: setup.metric_sources,
+            log_control: setup.log_control,
             events,
-            callbacks_enabled,
+            callbacks_enabled: setup.callbacks_enabled,
+            limiter,
         })
     }
 
@@ -140,29 +194,47 @@ impl ApiContext {
     }
 }
 
-/// Request bodies larger than this get a 413.
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-
+/// The whole API with its guards, outermost first: gzip, Basic auth, the concurrency limit,
+/// CORS, then per-route metrics and Marathon's common headers.
 pub fn router(ctx: Arc<ApiContext>) -> Router {
-    Router::new()
+    let mut r = Router::new()
         .merge(apps::routes())
         .merge(misc::routes())
         .merge(groups::routes())
         .merge(deployments::routes())
         .merge(stream::routes())
+        .merge(logging::routes())
         .fallback(misc::not_found)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            ctx.options.max_body_bytes,
+        ))
         .layer(middleware::from_fn_with_state(ctx.clone(), common_headers))
-        .with_state(ctx)
+        .layer(middleware::from_fn_with_state(ctx.clone(), guard::cors))
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            guard::limit_concurrency,
+        ))
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            guard::basic_auth,
+        ));
+    if ctx.options.compression {
+        // The default predicate leaves out text/event-stream, images and tiny bodies.
+        r = r.layer(tower_http::compression::CompressionLayer::new());
+    }
+    r.with_state(ctx)
 }
 
-/// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers.
+/// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers;
+/// and the request's route, status and latency for `/metrics`.
 async fn common_headers(
     axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>,
     mut req: HttpRequest<axum::body::Body>,
     next: Next,
 ) -> Response {
-    ctx.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let addr = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -171,26 +243,23 @@ async fn common_headers(
     req.extensions_mut().insert(ClientAddr(addr));
     // Refuse an oversized body from its declared length, before reading any of it; bodies
     // without a length are still cut off at the limit while they are read.
+    let limit = ctx.options.max_body_bytes;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut res = if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    let mut res = if declared.is_some_and(|n| n > limit as u64) {
         error::ApiError::Status(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            format!("Request body is larger than the limit of {MAX_BODY_BYTES} bytes"),
+            format!("Request body is larger than the limit of {limit} bytes"),
         )
         .into_response()
     } else {
         next.run(req).await
     };
-    let status = res.status();
-    if status.is_client_error() {
-        ctx.metrics.errors_4xx.fetch_add(1, Ordering::Relaxed);
-    } else if status.is_server_error() {
-        ctx.metrics.errors_5xx.fetch_add(1, Ordering::Relaxed);
-    }
+    ctx.http_metrics
+        .record(&method, route.as_ref(), res.status(), started.elapsed());
     let h = res.headers_mut();
     h.insert(
         header::CACHE_CONTROL,
@@ -203,7 +272,7 @@ async fn common_headers(
         "X-XSS-Protection",
         HeaderValue::from_static("1; mode=block"),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("http://{}", ctx.info.leader)) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.info.leader_url) {
         h.insert("X-Marathon-Leader", v);
     }
     res

@@ -92,7 +92,12 @@ async fn events(
                 return None;
             }
             loop {
-                match rx.recv().await {
+                let received = tokio::select! {
+                    r = rx.recv() => r,
+                    // Shutdown: end the stream cleanly so the server can finish.
+                    _ = guard.ctx.events.closed() => return None,
+                };
+                match received {
                     Ok(ev) => {
                         if !filter.is_empty() && !filter.iter().any(|f| f == ev.event_type) {
                             continue;

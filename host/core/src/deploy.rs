@@ -246,6 +246,16 @@ impl Scheduler {
             }
         }
 
+        // `--max_apps`: only a change that adds apps beyond the limit is refused.
+        if let Some(max) = self.config.max_apps {
+            if apps.len() > max && apps.len() > self.state.apps.len() {
+                return Err(CommandError::Invalid(vec![Violation::new(
+                    "/",
+                    format!("This Marathon instance may only handle up to {max} Apps!"),
+                )]));
+            }
+        }
+
         // Dependency order over the target root; a cycle rejects the whole change.
         let target = View {
             apps: &apps,

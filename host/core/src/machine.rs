@@ -40,6 +40,8 @@ pub struct Config {
     /// Pacer's deployment failure policy (off by default, as in Marathon).
     pub deployment_progress_deadline: Option<Duration>,
     pub deployment_rollback_on_failure: bool,
+    /// `--max_apps`: a change that would exceed it is refused with 422.
+    pub max_apps: Option<usize>,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             task_launch_timeout: Duration::from_secs(300),
             deployment_progress_deadline: None,
             deployment_rollback_on_failure: false,
+            max_apps: None,
         }
     }
 }
@@ -157,6 +160,25 @@ pub enum Command {
 }
 
 impl Command {
+    /// A short name for logs and spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::CreateApp { .. } => "create_app",
+            Command::UpdateApps { .. } => "update_apps",
+            Command::RollbackApp { .. } => "rollback_app",
+            Command::DeleteApp { .. } => "delete_app",
+            Command::RestartApp { .. } => "restart_app",
+            Command::KillTasks { .. } => "kill_tasks",
+            Command::CreateGroup { .. } => "create_group",
+            Command::UpdateGroup { .. } => "update_group",
+            Command::DeleteGroup { .. } => "delete_group",
+            Command::CancelDeployment { .. } => "cancel_deployment",
+            Command::ResetDelay { .. } => "reset_delay",
+            Command::Subscribe { .. } => "subscribe",
+            Command::Unsubscribe { .. } => "unsubscribe",
+        }
+    }
+
     /// The group a change of the root is about (Marathon's `groupId` in `group_change_success`
     /// and `group_change_failed`); `None` for commands that do not change the root.
     pub fn changed_group(&self) -> Option<PathId> {

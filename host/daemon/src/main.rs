@@ -3,25 +3,48 @@
 
 mod callbacks;
 mod flags;
+mod logs;
 mod runtime;
+mod tls;
 
 use anyhow::Context;
-use clap::Parser;
-use flags::Flags;
-use pacer_api::{ApiContext, ServerInfo};
+use flags::{Flags, Parsed};
+use pacer_api::metrics::{MetricsSource, MetricsWriter};
+use pacer_api::{ApiContext, ApiSetup, HttpOptions, ServerInfo};
 use pacer_core::cluster::{ClusterEvent, ClusterEventSink};
 use pacer_core::machine::{Config, Scheduler};
 use pacer_local::{LocalCluster, LocalConfig};
 use pacer_store::{EmbeddedStore, Store};
 use serde_json::json;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
-use tracing::{error, info};
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+/// Exit codes: 0 after a clean stop (SIGTERM/SIGINT), [`EXIT_FAILED`] when Pacer stops on an
+/// error, [`flags::EXIT_BAD_FLAGS`] (112, as Marathon) for a configuration it refuses.
+const EXIT_FAILED: u8 = 1;
 
 fn main() -> std::process::ExitCode {
-    let flags = Flags::parse();
-    init_tracing(&flags.logging_level);
+    use std::process::ExitCode;
+    let parsed = match flags::parse(std::env::args_os(), std::env::vars_os()) {
+        Ok(p) => p,
+        Err(e) => return ExitCode::from(e.print_and_exit_code()),
+    };
+    let logs = match logs::init(
+        &parsed.flags.logging_level,
+        parsed.flags.log_format == "json",
+    ) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pacer: {e}");
+            return ExitCode::from(flags::EXIT_BAD_FLAGS);
+        }
+    };
+    for w in &parsed.warnings {
+        warn!(message = %w);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,28 +52,135 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pacer: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
+            return ExitCode::from(EXIT_FAILED);
         }
     };
-    match rt.block_on(run(flags)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
+    let result = rt.block_on(async {
+        let prepared = prepare(&parsed.flags).await.map_err(Stop::Config)?;
+        run(parsed, prepared, logs).await.map_err(Stop::Failed)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Stop::Config(e)) => {
+            error!(
+                message = "Pacer refused its configuration.",
+                error = format!("{e:#}")
+            );
+            eprintln!("pacer: {e:#}");
+            ExitCode::from(flags::EXIT_BAD_FLAGS)
+        }
+        Err(Stop::Failed(e)) => {
             error!(message = "Pacer stopped.", error = format!("{e:#}"));
             eprintln!("pacer: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::from(EXIT_FAILED)
         }
     }
 }
 
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!("{level},tower_http=warn,hyper=warn"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+enum Stop {
+    Config(anyhow::Error),
+    Failed(anyhow::Error),
+}
+
+/// What the flags turn into before anything starts: listeners bound, files read. Every error
+/// here is the operator's configuration.
+struct Prepared {
+    http: Option<tokio::net::TcpListener>,
+    https: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    local: LocalConfig,
+    hostname: String,
+    callbacks_enabled: bool,
+}
+
+async fn prepare(flags: &Flags) -> anyhow::Result<Prepared> {
+    let hostname = flags.hostname.clone().unwrap_or_else(machine_hostname);
+    let mut local = LocalConfig::new(flags.data_dir.clone());
+    local.hostname = hostname.clone();
+    local.ports = flags::parse_port_ranges(&flags.local_agent_ports)
+        .map_err(anyhow::Error::msg)
+        .context("--local_agent_ports")?;
+    local.attributes = flags::parse_attributes(&flags.local_agent_attributes)
+        .map_err(anyhow::Error::msg)
+        .context("--local_agent_attributes")?;
+    local.cpus = flags.local_agent_cpus;
+    local.mem_mb = flags.local_agent_mem;
+    local.default_kill_grace = Duration::from_millis(flags.local_agent_kill_grace);
+
+    let callbacks_enabled = match flags.event_subscriber.as_deref() {
+        None => false,
+        Some("http_callback") => true,
+        Some(other) => {
+            anyhow::bail!("--event_subscriber {other}: the only event subscriber is http_callback")
+        }
+    };
+    for url in &flags.http_endpoints {
+        anyhow::ensure!(
+            pacer_api::valid_callback_url(url),
+            "--http_endpoints: '{url}' is not an absolute http or https URL"
+        );
+    }
+
+    let tls = match (
+        &flags.ssl_cert_path,
+        &flags.ssl_key_path,
+        &flags.ssl_keystore_path,
+    ) {
+        (Some(cert), Some(key), _) => Some(tls::from_pem(cert, key)?),
+        (_, _, Some(keystore)) => Some(tls::from_pkcs12(
+            keystore,
+            flags.ssl_keystore_password.as_deref().unwrap_or(""),
+        )?),
+        _ => None,
+    };
+    // The local backend runs whatever the API is told to run, on this machine.
+    let exposed = |addr: std::net::IpAddr| !addr.is_loopback();
+    let open_to_network = (!flags.disable_http && exposed(flags.http_address))
+        || (tls.is_some() && exposed(flags.https_address));
+    if open_to_network
+        && flags.http_credentials.is_none()
+        && !flags.allow_unauthenticated_remote_api
+    {
+        anyhow::bail!(
+            "refusing to serve the API on a non-loopback address without authentication: anyone \
+             who reaches it can run commands on this machine. Set --http_credentials user:password \
+             (and HTTPS), or pass --allow_unauthenticated_remote_api to accept the risk"
+        );
+    }
+    let http = if flags.disable_http {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind((flags.http_address, flags.http_port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {}:{}",
+                        flags.http_address, flags.http_port
+                    )
+                })?,
+        )
+    };
+    let https = match tls {
+        Some(config) => Some((
+            tokio::net::TcpListener::bind((flags.https_address, flags.https_port))
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {}:{}",
+                        flags.https_address, flags.https_port
+                    )
+                })?,
+            config,
+        )),
+        None => None,
+    };
+    Ok(Prepared {
+        http,
+        https,
+        local,
+        hostname,
+        callbacks_enabled,
+    })
 }
 
 fn machine_hostname() -> String {
@@ -60,8 +190,35 @@ fn machine_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-async fn run(flags: Flags) -> anyhow::Result<()> {
-    let hostname = flags.hostname.clone().unwrap_or_else(machine_hostname);
+/// The scheduler-side prober's counters on `/metrics`.
+struct ProbeMetrics(Arc<pacer_health::ProberStats>);
+
+impl MetricsSource for ProbeMetrics {
+    fn write(&self, w: &mut MetricsWriter) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.0;
+        w.family(
+            "health_checks_total",
+            "counter",
+            "Scheduler-side health and readiness probes since start, by result (late probes are not judged).",
+            [
+                ([("result", "run")], s.probes.load(Relaxed)),
+                ([("result", "failed")], s.failed.load(Relaxed)),
+                ([("result", "late")], s.late.load(Relaxed)),
+            ],
+        );
+    }
+}
+
+async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Result<()> {
+    let Parsed { flags, compat, .. } = parsed;
+    let Prepared {
+        http,
+        https,
+        local,
+        hostname,
+        callbacks_enabled,
+    } = prepared;
     let store: Arc<dyn Store> =
         Arc::new(EmbeddedStore::open(&flags.data_dir).context("cannot open the embedded store")?);
     info!(message = "Store opened.", store = %store.describe());
@@ -85,6 +242,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         deployment_progress_deadline: (flags.deployment_progress_timeout > 0)
             .then(|| Duration::from_millis(flags.deployment_progress_timeout)),
         deployment_rollback_on_failure: flags.deployment_rollback_on_failure,
+        max_apps: flags.max_apps,
     };
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed)
@@ -107,55 +265,35 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
     let sink: ClusterEventSink = Arc::new(move |ev| {
         let _ = event_tx.send(ev);
     });
-    let mut local = LocalConfig::new(flags.data_dir.clone());
-    local.hostname = hostname.clone();
-    local.ports = flags::parse_port_ranges(&flags.local_agent_ports)
-        .map_err(anyhow::Error::msg)
-        .context("--local_agent_ports")?;
-    local.attributes = flags::parse_attributes(&flags.local_agent_attributes)
-        .map_err(anyhow::Error::msg)
-        .context("--local_agent_attributes")?;
-    local.cpus = flags.local_agent_cpus;
-    local.mem_mb = flags.local_agent_mem;
-    local.default_kill_grace = Duration::from_millis(flags.local_agent_kill_grace);
     let cluster = LocalCluster::start(local, sink).context("cannot start the local agent")?;
 
-    let listener = tokio::net::TcpListener::bind((flags.http_address, flags.http_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}:{}",
-                flags.http_address, flags.http_port
-            )
-        })?;
-    let addr = listener.local_addr()?;
-    let leader = format!("{hostname}:{}", addr.port());
+    let http_port = http
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?
+        .map(|a| a.port());
+    let https_port = https
+        .as_ref()
+        .map(|(l, _)| l.local_addr())
+        .transpose()?
+        .map(|a| a.port());
+    let (scheme, port) = match (http_port, https_port) {
+        (Some(p), _) => ("http", p),
+        (None, Some(p)) => ("https", p),
+        (None, None) => anyhow::bail!("no listener configured"),
+    };
+    let leader = format!("{hostname}:{port}");
     let info = ServerInfo {
         leader: leader.clone(),
+        leader_url: format!("{scheme}://{leader}"),
         framework_id: None,
-        marathon_config: marathon_config(&flags, &hostname),
-        zookeeper_config: json!({}),
-        http_config: json!({"http_port": addr.port(), "https_port": 8443}),
+        marathon_config: marathon_config(&flags, &hostname, &compat),
+        zookeeper_config: zookeeper_config(&flags),
+        http_config: json!({
+            "http_port": http_port.unwrap_or(flags.http_port),
+            "https_port": https_port.unwrap_or(flags.https_port),
+        }),
     };
-    let callbacks_enabled = match flags.event_subscriber.as_deref() {
-        None => false,
-        Some("http_callback") => true,
-        Some(other) => {
-            anyhow::bail!("--event_subscriber {other}: the only event subscriber is http_callback")
-        }
-    };
-    for url in &flags.http_endpoints {
-        anyhow::ensure!(
-            pacer_api::valid_callback_url(url),
-            "--http_endpoints: '{url}' is not an absolute http or https URL"
-        );
-    }
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let bus = pacer_api::events::EventBus::new(flags.event_stream_max_outstanding_messages);
-    let api = ApiContext::new(cmd_tx, info, bus, callbacks_enabled);
-    let app = pacer_api::router(api.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-    info!(message = "Pacer listening.", address = %format!("http://{addr}"), leader = %leader);
-    eprintln!("pacer: listening on http://{addr}");
 
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
     let prober = pacer_health::Prober::new(
@@ -163,6 +301,33 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         flags.max_concurrent_marathon_health_checks,
         probe_tx,
     );
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let bus = pacer_api::events::EventBus::new(flags.event_stream_max_outstanding_messages);
+    let setup = ApiSetup {
+        info,
+        callbacks_enabled,
+        options: HttpOptions {
+            credentials: flags.http_credentials.clone(),
+            realm: flags.http_realm.clone(),
+            max_concurrent_requests: flags.http_max_concurrent_requests,
+            max_body_bytes: flags.http_max_request_body_bytes,
+            cors_origins: flags
+                .access_control_allow_origin
+                .iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            compression: flags.http_compression,
+            metrics_enabled: flags.metrics,
+            metrics_prometheus_path: flags.metrics_prometheus,
+            metrics_prefix: flags.metrics_name_prefix.clone(),
+        },
+        metric_sources: vec![Arc::new(ProbeMetrics(prober.stats()))],
+        log_control: Some(Arc::new(logs)),
+    };
+    let api = ApiContext::new(cmd_tx, bus, setup);
+    let app = pacer_api::router(api.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+
     let runtime = runtime::Runtime {
         core,
         store,
@@ -170,7 +335,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         api: api.clone(),
         prober,
     };
-    let scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
+    let mut scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
     if callbacks_enabled {
         let config = callbacks::CallbackConfig {
             request_timeout: Duration::from_millis(flags.http_event_request_timeout),
@@ -191,14 +356,66 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         json!({"frameworkId": "local", "master": "local"}),
         pacer_api::now(),
     );
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut servers = tokio::task::JoinSet::new();
+    if let Some(listener) = http {
+        let addr = listener.local_addr()?;
+        let svc = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, svc).with_graceful_shutdown(stopping());
+        servers.spawn(async move { server.await });
+        info!(message = "Pacer listening.", address = %format!("http://{addr}"), leader = %leader);
+        eprintln!("pacer: listening on http://{addr}");
+    }
+    if let Some((listener, config)) = https {
+        use axum::serve::ListenerExt;
+        let addr = listener.local_addr()?;
+        // `tap_io` gives the listener axum's connect-info support for its peer address.
+        let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
+        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, svc).with_graceful_shutdown(stopping());
+        servers.spawn(async move { server.await });
+        info!(message = "Pacer listening.", address = %format!("https://{addr}"), leader = %leader);
+        eprintln!("pacer: listening on https://{addr}");
+    }
+
     tokio::select! {
-        r = server => r.context("HTTP server failed")?,
-        r = scheduler => {
+        _ = shutdown_signal() => {}
+        r = &mut scheduler => {
             r.context("scheduler task panicked")?.context("scheduler stopped")?;
             anyhow::bail!("scheduler loop ended unexpectedly");
         }
+        Some(r) = servers.join_next() => {
+            r.context("HTTP server panicked")?.context("HTTP server failed")?;
+            anyhow::bail!("HTTP server stopped unexpectedly");
+        }
+    }
+    // Stop accepting, end event streams, and give requests in flight their time.
+    let grace = Duration::from_millis(flags.graceful_shutdown_timeout);
+    info!(
+        message = "Shutting down.",
+        grace_ms = flags.graceful_shutdown_timeout
+    );
+    let _ = stop_tx.send(true);
+    api.events.close();
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(r) = servers.join_next().await {
+            if let Ok(Err(e)) = r {
+                warn!(message = "HTTP server failed while stopping.", error = %e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(message = "Requests still in flight when the graceful shutdown timeout ran out.");
     }
     info!(message = "Pacer stopped; tasks keep running and are re-adopted at the next start.");
     Ok(())
@@ -214,49 +431,86 @@ async fn shutdown_signal() {
     }
 }
 
-/// `/v2/info`'s `marathon_config` with the values in force.
-fn marathon_config(f: &Flags, hostname: &str) -> serde_json::Value {
+/// `/v2/info`'s `zookeeper_config` with the values in force and credentials redacted.
+fn zookeeper_config(f: &Flags) -> serde_json::Value {
     json!({
-        "access_control_allow_origin": null,
-        "checkpoint": true,
+        "zk": flags::redact_url(&f.zk),
+        "zk_compression": f.zk_compression,
+        "zk_compression_threshold": f.zk_compression_threshold,
+        "zk_connection_timeout": f.zk_connection_timeout,
+        "zk_max_node_size": f.zk_max_node_size,
+        "zk_max_versions": f.zk_max_versions,
+        "zk_session_timeout": f.zk_session_timeout,
+        "zk_timeout": f.zk_timeout,
+    })
+}
+
+/// `/v2/info`'s `marathon_config` with the values in force (compat flags as given, else
+/// Marathon's defaults).
+fn marathon_config(f: &Flags, hostname: &str, compat: &[(&str, String)]) -> serde_json::Value {
+    let given = |name: &str| -> serde_json::Value {
+        let default = flags::COMPAT
+            .iter()
+            .find(|c| c.name == name)
+            .map_or("", |c| c.default);
+        let v = compat
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(default);
+        match v {
+            "true" => json!(true),
+            "false" => json!(false),
+            v => v
+                .parse::<u64>()
+                .map(|n| json!(n))
+                .unwrap_or_else(|_| json!(v)),
+        }
+    };
+    let origins = (!f.access_control_allow_origin.is_empty())
+        .then(|| f.access_control_allow_origin.join(","));
+    json!({
+        "access_control_allow_origin": origins,
+        "checkpoint": f.checkpoint,
         "decline_offer_duration": f.decline_offer_duration,
-        "default_network_name": null,
+        "default_network_name": f.default_network_name,
         "env_vars_prefix": f.env_vars_prefix,
-        "executor": "//cmd",
-        "failover_timeout": 604800,
+        "executor": f.executor,
+        "failover_timeout": f.failover_timeout,
         "features": f.enable_features,
         "framework_name": f.framework_name,
+        // A single Pacer on the embedded store: no election takes place.
         "ha": false,
         "hostname": hostname,
-        "launch_token": 100,
-        "launch_token_refresh_interval": 30000,
-        "leader_proxy_connection_timeout_ms": 5000,
-        "leader_proxy_read_timeout_ms": 10000,
+        "launch_token": f.launch_tokens,
+        "launch_token_refresh_interval": f.launch_token_refresh_interval,
+        "leader_proxy_connection_timeout_ms": f.leader_proxy_connection_timeout,
+        "leader_proxy_read_timeout_ms": f.leader_proxy_read_timeout,
         "local_port_max": f.local_port_max,
         "local_port_min": f.local_port_min,
-        "master": "local",
+        "master": flags::redact_url(&f.master),
         "max_instances_per_offer": f.max_instances_per_offer,
-        "mesos_bridge_name": "mesos-bridge",
-        "mesos_heartbeat_failure_threshold": 5,
-        "mesos_heartbeat_interval": 15000,
-        "mesos_leader_ui_url": null,
+        "mesos_bridge_name": given("mesos_bridge_name"),
+        "mesos_heartbeat_failure_threshold": f.mesos_heartbeat_failure_threshold,
+        "mesos_heartbeat_interval": f.mesos_heartbeat_interval,
+        "mesos_leader_ui_url": f.mesos_leader_ui_url,
         "mesos_role": f.mesos_role,
-        "mesos_user": null,
-        "new_group_enforce_role": "off",
-        "min_revive_offers_interval": 5000,
-        "offer_matching_timeout": 3000,
-        "on_elected_prepare_timeout": 180000,
-        "reconciliation_initial_delay": 15000,
-        "reconciliation_interval": 600000,
-        "scale_apps_initial_delay": 15000,
-        "scale_apps_interval": 300000,
-        "store_cache": true,
-        "task_launch_confirm_timeout": 300000,
+        "mesos_user": f.mesos_user,
+        "new_group_enforce_role": f.new_group_enforce_role,
+        "min_revive_offers_interval": f.min_revive_offers_interval,
+        "offer_matching_timeout": f.offer_matching_timeout,
+        "on_elected_prepare_timeout": f.on_elected_prepare_timeout,
+        "reconciliation_initial_delay": f.reconciliation_initial_delay,
+        "reconciliation_interval": f.reconciliation_interval,
+        "scale_apps_initial_delay": given("scale_apps_initial_delay"),
+        "scale_apps_interval": given("scale_apps_interval"),
+        "store_cache": given("store_cache"),
+        "task_launch_confirm_timeout": f.task_launch_confirm_timeout,
         "task_launch_timeout": f.task_launch_timeout,
-        "task_lost_expunge_initial_delay": 300000,
-        "task_lost_expunge_interval": 30000,
-        "task_reservation_timeout": 20000,
-        "webui_url": null,
-        "maintenance_mode": true,
+        "task_lost_expunge_initial_delay": f.task_lost_expunge_initial_delay,
+        "task_lost_expunge_interval": f.task_lost_expunge_interval,
+        "task_reservation_timeout": given("task_reservation_timeout"),
+        "webui_url": f.webui_url,
+        "maintenance_mode": given("maintenance_mode"),
     })
 }

@@ -41,7 +41,14 @@ impl Runtime {
             match effect {
                 Effect::Persist(ops) => {
                     let store = self.store.clone();
-                    tokio::task::block_in_place(|| store.apply(&ops))?;
+                    let started = std::time::Instant::now();
+                    let written = tokio::task::block_in_place(|| store.apply(&ops));
+                    let m = &self.api.scheduler_metrics;
+                    m.store_writes.observe(started.elapsed());
+                    if written.is_err() {
+                        m.store_write_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    written?;
                     if let Some(post) = api_post.take() {
                         self.publish_api_post(post);
                     }
@@ -50,14 +57,13 @@ impl Runtime {
                     for t in &tasks {
                         info!(message = "Launching task.", task_id = %t.task_id, app_id = %t.app_id, host = %t.hostname, ports = ?t.host_ports);
                     }
-                    self.api.metrics.offers_used.fetch_add(1, Ordering::Relaxed);
+                    let m = &self.api.scheduler_metrics;
+                    m.offers_used.fetch_add(1, Ordering::Relaxed);
                     self.cluster.launch(offer, tasks);
                 }
                 Effect::Decline { offer, refuse } => {
-                    self.api
-                        .metrics
-                        .offers_declined
-                        .fetch_add(1, Ordering::Relaxed);
+                    let m = &self.api.scheduler_metrics;
+                    m.offers_declined.fetch_add(1, Ordering::Relaxed);
                     self.cluster.decline(offer, refuse)
                 }
                 Effect::Kill(k) => {
@@ -67,6 +73,16 @@ impl Runtime {
                 Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
                 Effect::Event(ev) => {
                     log_event(&ev);
+                    let m = &self.api.scheduler_metrics;
+                    match &ev {
+                        Event::DeploymentSuccess { .. } => {
+                            m.deployments_succeeded.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::DeploymentFailed { .. } => {
+                            m.deployments_failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
                     self.api.events.publish_core(&ev, now());
                 }
                 Effect::Watch(w) => self.prober.apply(w),
@@ -89,6 +105,7 @@ impl Runtime {
     }
 
     fn handle_command(&mut self, req: Request) {
+        let _span = info_span!("command", kind = req.cmd.kind()).entered();
         let group = req.cmd.changed_group();
         let result = self.core.command(now(), req.cmd);
         let reply = match result {
@@ -116,11 +133,15 @@ impl Runtime {
     }
 
     fn handle_event(&mut self, ev: ClusterEvent) -> Result<(), FatalStoreError> {
-        let _span = info_span!("cluster_event").entered();
         let now = now();
         match ev {
-            ClusterEvent::Offer(o) => self.core.handle_offer(now, o),
+            ClusterEvent::Offer(o) => {
+                let _span = info_span!("offer", offer_id = ?o.id, agent = %o.hostname).entered();
+                self.core.handle_offer(now, o);
+                return self.execute().map_err(Into::into);
+            }
             ClusterEvent::Status(s) => {
+                let _span = info_span!("status", task_id = %s.task_id).entered();
                 info!(message = "Task status.", task_id = %s.task_id, state = s.state.mesos_name(), detail = s.message.as_deref().unwrap_or(""));
                 self.core.handle_status(now, s)
             }
