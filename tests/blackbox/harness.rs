@@ -14,10 +14,14 @@ static NEXT_RANGE: AtomicU32 = AtomicU32::new(0);
 pub struct Pacer {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    /// The plain HTTP port (0 when `--disable_http`).
     pub port: u16,
+    /// The HTTPS port, when a certificate was configured.
+    pub https_port: Option<u16>,
     pub agent_ports: (u32, u32),
     log: PathBuf,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 pub struct Resp {
@@ -51,17 +55,51 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Runs `pacer` with these flags and environment, expecting it to refuse to start; returns its
+/// exit code and stderr.
+pub fn pacer_refuses(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pacer"))
+        .arg("--data_dir")
+        .arg(dir.path().join("data"))
+        .args(["--http_port", "0"])
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run pacer");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let code = out
+        .status
+        .code()
+        .unwrap_or_else(|| panic!("pacer was killed by a signal: {stderr}"));
+    (code, stderr)
+}
+
 impl Pacer {
     pub fn start(extra: &[&str]) -> Pacer {
-        let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst);
-        let begin = 40000 + n * 200;
+        Pacer::start_with_env(extra, &[])
+    }
+
+    /// Starts Pacer with extra environment variables (e.g. `MARATHON_*`).
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Pacer {
+        // Below Linux's ephemeral range (32768+), so outgoing connections never hold a task's
+        // port; 100 ports per Pacer.
+        let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst) % 117;
+        let begin = 21000 + n * 100;
         let mut p = Pacer {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             port: 0,
-            agent_ports: (begin, begin + 199),
+            https_port: None,
+            agent_ports: (begin, begin + 99),
             log: PathBuf::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         p.spawn();
         p
@@ -92,23 +130,34 @@ impl Pacer {
             .arg("--local_agent_ports")
             .arg(format!("{}-{}", self.agent_ports.0, self.agent_ports.1))
             .args(&self.extra)
+            .envs(self.env.iter().cloned())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("start pacer"));
         let log_path = self.log.clone();
-        self.port = wait_for("pacer to listen", Duration::from_secs(30), || {
+        let has = |flag: &str| self.extra.iter().any(|a| a == flag);
+        let want_http = !has("--disable_http");
+        let want_https = has("--ssl_cert_path") || has("--ssl_keystore_path");
+        let port_of = |text: &str, prefix: &str| -> Option<u16> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|a| a.rsplit(':').next()?.trim().parse().ok())
+        };
+        let (http, https) = wait_for("pacer to listen", Duration::from_secs(30), || {
             let text = fs::read_to_string(&log_path).unwrap_or_default();
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     panic!("pacer exited with {status} before listening:\n{text}");
                 }
             }
-            text.lines()
-                .find_map(|l| l.strip_prefix("pacer: listening on http://"))
-                .and_then(|a| a.rsplit(':').next()?.trim().parse().ok())
+            let http = port_of(&text, "pacer: listening on http://");
+            let https = port_of(&text, "pacer: listening on https://");
+            (http.is_some() == want_http && https.is_some() == want_https).then_some((http, https))
         });
+        self.port = http.unwrap_or(0);
+        self.https_port = https;
     }
 
     pub fn log_text(&self) -> String {
@@ -139,12 +188,26 @@ impl Pacer {
     }
 
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        self.request(method, path, body, &[])
+    }
+
+    /// A request with extra headers.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(30))
             .build();
-        let req = agent
+        let mut req = agent
             .request(method, &self.url(path))
             .set("Content-Type", "application/json");
+        for (k, v) in headers {
+            req = req.set(k, v);
+        }
         let result = match body {
             Some(b) => req.send_string(b),
             None => req.call(),
@@ -160,8 +223,10 @@ impl Pacer {
             .into_iter()
             .map(|h| (h.clone(), resp.header(&h).unwrap_or("").to_string()))
             .collect();
-        let mut text = String::new();
-        resp.into_reader().read_to_string(&mut text).unwrap();
+        // Bytes, not text: a gzip body is not UTF-8.
+        let mut bytes = Vec::new();
+        resp.into_reader().read_to_end(&mut bytes).unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_string();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
         Resp {
             status,

@@ -9,5 +9,6 @@ mod docker;
 mod events;
 mod health;
 mod lifecycle;
+mod operating;
 mod operations;
 mod recovery;

@@ -34,7 +34,7 @@ fn info_leader_ping_metrics_and_headers() {
     let m = p.get("/metrics");
     assert!(m.text.contains("pacer_apps 1"), "{}", m.text);
     assert!(
-        m.text.contains("pacer_tasks{state=\"TASK_RUNNING\"} 1"),
+        m.text.contains("pacer_instances{condition=\"Running\"} 1"),
         "{}",
         m.text
     );
@@ -55,7 +55,8 @@ fn flags_come_from_the_environment_and_the_command_line_wins() {
         "--data_dir",
         "--hostname",
         "--framework_name",
-        "MARATHON_HTTP_PORT",
+        "MARATHON_<FLAG_NAME_IN_UPPER_CASE>",
+        "--disable_name",
     ] {
         assert!(text.contains(flag), "--help lists {flag}");
     }
@@ -85,7 +86,7 @@ fn flags_come_from_the_environment_and_the_command_line_wins() {
             "--hostname",
             "127.0.0.1",
             "--local_agent_ports",
-            "39900-39950",
+            "32700-32760",
             "--data_dir",
         ])
         .arg(dir.path().join("b"))

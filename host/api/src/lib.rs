@@ -194,8 +194,8 @@ impl ApiContext {
     }
 }
 
-/// The whole API with its guards, outermost first: gzip, Basic auth, the concurrency limit,
-/// CORS, then per-route metrics and Marathon's common headers.
+/// The whole API with its guards, outermost first: gzip, per-route metrics (so refused and shed
+/// requests count too), Basic auth, the concurrency limit, CORS, then Marathon's common headers.
 pub fn router(ctx: Arc<ApiContext>) -> Router {
     let mut r = Router::new()
         .merge(apps::routes())
@@ -217,7 +217,8 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .layer(middleware::from_fn_with_state(
             ctx.clone(),
             guard::basic_auth,
-        ));
+        ))
+        .layer(middleware::from_fn_with_state(ctx.clone(), record_metrics));
     if ctx.options.compression {
         // The default predicate leaves out text/event-stream, images and tiny bodies.
         r = r.layer(tower_http::compression::CompressionLayer::new());
@@ -225,16 +226,27 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
     r.with_state(ctx)
 }
 
-/// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers;
-/// and the request's route, status and latency for `/metrics`.
-async fn common_headers(
+/// The request's route template, status and latency for `/metrics`.
+async fn record_metrics(
     axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>,
-    mut req: HttpRequest<axum::body::Body>,
+    req: HttpRequest<axum::body::Body>,
     next: Next,
 ) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let route = req.extensions().get::<MatchedPath>().cloned();
+    let res = next.run(req).await;
+    ctx.http_metrics
+        .record(&method, route.as_ref(), res.status(), started.elapsed());
+    res
+}
+
+/// Marathon's filter chain: cache-disabling headers on everything, leader and hardening headers.
+async fn common_headers(
+    axum::extract::State(ctx): axum::extract::State<Arc<ApiContext>>,
+    mut req: HttpRequest<axum::body::Body>,
+    next: Next,
+) -> Response {
     let addr = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
@@ -258,8 +270,6 @@ async fn common_headers(
     } else {
         next.run(req).await
     };
-    ctx.http_metrics
-        .record(&method, route.as_ref(), res.status(), started.elapsed());
     let h = res.headers_mut();
     h.insert(
         header::CACHE_CONTROL,

@@ -805,6 +805,18 @@ where
 
     let mut argv = argv.into_iter();
     let program = argv.next().unwrap_or_else(|| "pacer".into());
+    let argv: Vec<OsString> = argv.collect();
+    // Flags on the command line replace their environment values outright (an invalid value
+    // in the environment does not matter then).
+    let on_command_line: BTreeSet<String> = argv
+        .iter()
+        .filter_map(|a| a.to_str()?.strip_prefix("--"))
+        .map(|a| a.split('=').next().unwrap_or(a))
+        .map(|a| match a.strip_prefix("disable_") {
+            Some(t) if toggles.contains(t) => t.to_string(),
+            _ => a.to_string(),
+        })
+        .collect();
     let mut env: Vec<(String, String)> = env
         .into_iter()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
@@ -826,6 +838,13 @@ where
             return Err(FlagError::Refused(format!(
                 "unknown flag --{name} (from the environment variable {key}); see pacer --help"
             )));
+        }
+        let flag = match name.strip_prefix("disable_") {
+            Some(t) if toggles.contains(t) => t,
+            _ => name.as_str(),
+        };
+        if on_command_line.contains(flag) {
+            continue;
         }
         from_env.push(if value.is_empty() {
             format!("--{name}")
@@ -1110,6 +1129,10 @@ mod tests {
         // A toggle from the environment can be turned back on by the command line.
         let f = ok(&["--checkpoint"], &[("MARATHON_DISABLE_CHECKPOINT", "")]).flags;
         assert!(f.checkpoint);
+        // A bad value in the environment does not matter when the command line sets the flag.
+        let f = ok(&["--http_port=0"], &[("MARATHON_HTTP_PORT", "notaport")]).flags;
+        assert_eq!(f.http_port, 0);
+        assert!(parse_with(&[], &[("MARATHON_HTTP_PORT", "notaport")]).is_err());
     }
 
     #[test]
