@@ -321,6 +321,15 @@ pub fn alive(pid: i32) -> bool {
 impl Drop for Pacer {
     fn drop(&mut self) {
         self.kill9();
+        // A failing test shows what Pacer logged; the temporary directory goes away with it.
+        if std::thread::panicking() {
+            let log = self.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(150).collect();
+            eprintln!("---- pacer log ({}), last lines ----", self.log.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         // Tasks outlive Pacer by design; the test must not leave them behind.
         let dir = self.data_dir().join("local").join("tasks");
         for rec in fs::read_dir(&dir)

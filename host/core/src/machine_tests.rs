@@ -904,6 +904,34 @@ fn locked_apps_conflict_unless_forced_and_limits_apply() {
 }
 
 #[test]
+fn max_apps_refuses_only_changes_that_add_apps_beyond_it() {
+    let mut sim = Sim::new();
+    sim.core.config.max_apps = Some(1);
+    sim.create(json!({"id": "/one", "cmd": "x"}));
+    let create = |id: &str| Command::CreateApp {
+        id: Sim::id(id),
+        patch: Box::new(parse_app_patch(json!({"id": id, "cmd": "x"})).unwrap()),
+        force: false,
+    };
+    let err = sim.cmd(create("/two")).unwrap_err();
+    let CommandError::Invalid(v) = err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(v[0].path, "/");
+    assert_eq!(
+        v[0].message,
+        "This Marathon instance may only handle up to 1 Apps!"
+    );
+    assert!(!sim.core.snapshot().apps.contains_key(&Sim::id("/two")));
+    // Changing the app that exists is still allowed at the limit.
+    sim.update("/one", json!({"cmd": "y"}));
+    assert_eq!(
+        sim.core.snapshot().apps[&Sim::id("/one")].cmd.as_deref(),
+        Some("y")
+    );
+}
+
+#[test]
 fn revert_restores_the_original_and_keeps_its_instances() {
     let mut sim = Sim::new();
     sim.auto = false;

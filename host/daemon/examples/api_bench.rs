@@ -1,0 +1,214 @@
+//! HTTP API benchmark against the real daemon: `clients` keep-alive connections read
+//! `/v2/apps` (with `apps` apps defined) as fast as they can for `seconds`, first against a plain
+//! Pacer, then against one with every guard on (Basic auth, a concurrency limit, CORS), then
+//! against one whose concurrency limit is far below the number of clients (overload). Prints
+//! requests per second, latency p50/p99/max and the 503s shed. Asserts nothing. Everything
+//! listens on 127.0.0.1.
+//!
+//!     cargo build --release -p pacer --bin pacer --example api_bench && \
+//!     ./target/release/examples/api_bench [clients] [apps] [seconds]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(extra: &[&str]) -> Daemon {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("pacer");
+    let mut child = Command::new(&bin)
+        .args([
+            "--http_port",
+            "0",
+            "--hostname",
+            "127.0.0.1",
+            "--logging_level",
+            "warn",
+        ])
+        .arg("--data_dir")
+        .arg(dir.path())
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e} (build it with --bin pacer)", bin.display()));
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let port = loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "pacer exited");
+        if let Some(a) = line.trim().strip_prefix("pacer: listening on http://") {
+            break a.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the daemon never blocks on a full pipe.
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = err.read_to_end(&mut sink);
+    });
+    Daemon {
+        child,
+        port,
+        _dir: dir,
+    }
+}
+
+/// One request on a keep-alive connection; returns the status code.
+fn request(
+    conn: &mut BufReader<TcpStream>,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: &str,
+) -> u16 {
+    write!(
+        conn.get_mut(),
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut line = String::new();
+    conn.read_line(&mut line).unwrap();
+    let status = line.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let mut length = 0usize;
+    loop {
+        line.clear();
+        conn.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    conn.read_exact(&mut body).unwrap();
+    status
+}
+
+fn connect(port: u16) -> BufReader<TcpStream> {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    BufReader::new(s)
+}
+
+fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: &str) {
+    let mut setup = connect(d.port);
+    for i in 0..apps {
+        let body = format!(
+            r#"{{"id": "/bench/app-{i}", "cmd": "sleep 1000", "instances": 0, "cpus": 0.01, "mem": 8}}"#
+        );
+        let s = request(&mut setup, "POST", "/v2/apps", auth, &body);
+        assert!(s == 201 || s == 503, "create: {s}");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|_| {
+            let (stop, auth, port) = (stop.clone(), auth.to_string(), d.port);
+            std::thread::spawn(move || {
+                let mut conn = connect(port);
+                let (mut ok_us, mut shed) = (Vec::new(), 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match request(&mut conn, "GET", "/v2/apps", &auth, "") {
+                        200 => ok_us.push(t.elapsed().as_micros() as u64),
+                        503 => shed += 1,
+                        other => panic!("status {other}"),
+                    }
+                }
+                (ok_us, shed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut shed) = (Vec::new(), 0);
+    for w in workers {
+        let (l, s) = w.join().unwrap();
+        lat.extend(l);
+        shed += s;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{name:<34} {:>9.0} ok/s  p50 {:>6} µs  p99 {:>6} µs  max {:>7} µs  503s {:>8.0}/s",
+        lat.len() as f64 / elapsed,
+        pct(0.50),
+        pct(0.99),
+        lat.last().copied().unwrap_or(0),
+        shed as f64 / elapsed
+    );
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers"))
+        .collect();
+    let clients = *args.first().unwrap_or(&8) as usize;
+    let apps = *args.get(1).unwrap_or(&100) as usize;
+    let seconds = *args.get(2).unwrap_or(&10);
+    println!("{clients} clients, {apps} apps, {seconds} s per run, GET /v2/apps on keep-alive connections");
+
+    let plain = start(&[]);
+    run("plain", &plain, clients, apps, seconds, "");
+    drop(plain);
+
+    // base64("ops:s3cret")
+    let auth = "Authorization: Basic b3BzOnMzY3JldA==\r\n";
+    let guarded = start(&[
+        "--http_credentials",
+        "ops:s3cret",
+        "--http_max_concurrent_requests",
+        "1000",
+        "--access_control_allow_origin",
+        "*",
+    ]);
+    run(
+        "auth + limit + CORS",
+        &guarded,
+        clients,
+        apps,
+        seconds,
+        auth,
+    );
+    drop(guarded);
+
+    let limit = (clients / 4).max(1).to_string();
+    let overloaded = start(&["--http_max_concurrent_requests", &limit]);
+    run(
+        &format!("overloaded (limit {limit})"),
+        &overloaded,
+        clients,
+        apps,
+        seconds,
+        "",
+    );
+}
