@@ -1,9 +1,9 @@
-//! HTTP API benchmark against the real daemon: `clients` keep-alive connections read
-//! `/v2/apps` (with `apps` apps defined) as fast as they can for `seconds`, first against a plain
-//! Pacer, then against one with every guard on (Basic auth, a concurrency limit, CORS), then
-//! against one whose concurrency limit is far below the number of clients (overload). Prints
-//! requests per second, latency p50/p99/max and the 503s shed. Asserts nothing. Everything
-//! listens on 127.0.0.1.
+//! HTTP API benchmark against the real daemon: `clients` keep-alive connections send requests as
+//! fast as they can for `seconds`. Reads (`GET /v2/apps` with `apps` apps defined) against a plain
+//! Pacer and one with every guard on (Basic auth, a concurrency limit, CORS); writes (`PUT` of an
+//! app's labels, a durable change each) against a plain Pacer and one whose concurrency limit is a
+//! quarter of the clients (overload). Prints requests per second, latency p50/p99/max and the
+//! 503s shed. Asserts nothing. Everything listens on 127.0.0.1.
 //!
 //!     cargo build --release -p pacer --bin pacer --example api_bench && \
 //!     ./target/release/examples/api_bench [clients] [apps] [seconds]
@@ -74,7 +74,8 @@ fn start(extra: &[&str]) -> Daemon {
     }
 }
 
-/// One request on a keep-alive connection; returns the status code.
+/// One request on a keep-alive connection; returns the status code, or 0 when the server closed
+/// the connection (it does after shedding a request whose body it never read).
 fn request(
     conn: &mut BufReader<TcpStream>,
     method: &str,
@@ -82,38 +83,57 @@ fn request(
     auth: &str,
     body: &str,
 ) -> u16 {
+    exchange(conn, method, path, auth, body).unwrap_or(0)
+}
+
+fn exchange(
+    conn: &mut BufReader<TcpStream>,
+    method: &str,
+    path: &str,
+    auth: &str,
+    body: &str,
+) -> std::io::Result<u16> {
     write!(
         conn.get_mut(),
         "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
-    )
-    .unwrap();
+    )?;
+    let closed = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
     let mut line = String::new();
-    conn.read_line(&mut line).unwrap();
+    if conn.read_line(&mut line)? == 0 {
+        return Err(closed());
+    }
     let status = line.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let mut length = 0usize;
     loop {
         line.clear();
-        conn.read_line(&mut line).unwrap();
+        if conn.read_line(&mut line)? == 0 {
+            return Err(closed());
+        }
         if line == "\r\n" {
             break;
         }
         if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap();
+            length = v.trim().parse().unwrap_or(0);
         }
     }
     let mut body = vec![0; length];
-    conn.read_exact(&mut body).unwrap();
-    status
+    conn.read_exact(&mut body)?;
+    Ok(status)
 }
 
 fn connect(port: u16) -> BufReader<TcpStream> {
-    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let s = loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
     s.set_nodelay(true).unwrap();
     BufReader::new(s)
 }
 
-fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: &str) {
+fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: &str, write: bool) {
     let mut setup = connect(d.port);
     for i in 0..apps {
         let body = format!(
@@ -125,15 +145,29 @@ fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: 
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let workers: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|c| {
             let (stop, auth, port) = (stop.clone(), auth.to_string(), d.port);
             std::thread::spawn(move || {
                 let mut conn = connect(port);
                 let (mut ok_us, mut shed) = (Vec::new(), 0u64);
+                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    match request(&mut conn, "GET", "/v2/apps", &auth, "") {
-                        200 => ok_us.push(t.elapsed().as_micros() as u64),
+                    n += 1;
+                    let status = if write {
+                        // Each client changes its own app, so no change waits for a lock.
+                        let path = format!("/v2/apps/bench/app-{}?force=true", c % apps.max(1));
+                        let body = format!(r#"{{"labels": {{"n": "{n}"}}}}"#);
+                        request(&mut conn, "PUT", &path, &auth, &body)
+                    } else {
+                        request(&mut conn, "GET", "/v2/apps", &auth, "")
+                    };
+                    if status == 0 {
+                        conn = connect(port);
+                        continue;
+                    }
+                    match status {
+                        200 | 201 => ok_us.push(t.elapsed().as_micros() as u64),
                         503 => shed += 1,
                         other => panic!("status {other}"),
                     }
@@ -175,10 +209,10 @@ fn main() {
     let clients = *args.first().unwrap_or(&8) as usize;
     let apps = *args.get(1).unwrap_or(&100) as usize;
     let seconds = *args.get(2).unwrap_or(&10);
-    println!("{clients} clients, {apps} apps, {seconds} s per run, GET /v2/apps on keep-alive connections");
+    println!("{clients} clients, {apps} apps, {seconds} s per run, keep-alive connections");
 
     let plain = start(&[]);
-    run("plain", &plain, clients, apps, seconds, "");
+    run("reads, plain", &plain, clients, apps, seconds, "", false);
     drop(plain);
 
     // base64("ops:s3cret")
@@ -192,23 +226,29 @@ fn main() {
         "*",
     ]);
     run(
-        "auth + limit + CORS",
+        "reads, auth + limit + CORS",
         &guarded,
         clients,
         apps,
         seconds,
         auth,
+        false,
     );
     drop(guarded);
+
+    let plain = start(&[]);
+    run("writes, plain", &plain, clients, apps, seconds, "", true);
+    drop(plain);
 
     let limit = (clients / 4).max(1).to_string();
     let overloaded = start(&["--http_max_concurrent_requests", &limit]);
     run(
-        &format!("overloaded (limit {limit})"),
+        &format!("writes, limit {limit}"),
         &overloaded,
         clients,
         apps,
         seconds,
         "",
+        true,
     );
 }
