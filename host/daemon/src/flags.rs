@@ -909,6 +909,13 @@ where
             "--{name} only applies with the ZooKeeper store (--zk); the embedded store ignores it."
         ));
     }
+    if flags.new_group_enforce_role != "off" {
+        warnings.push(format!(
+            "--new_group_enforce_role {}: enforceRole is not implemented yet; new groups get \
+             enforceRole false.",
+            flags.new_group_enforce_role
+        ));
+    }
     if given("ha") && flags.ha {
         warnings.push(
             "--ha needs --zk; a single Pacer on the embedded store is always the leader.".into(),
