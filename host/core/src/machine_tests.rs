@@ -907,7 +907,8 @@ fn locked_apps_conflict_unless_forced_and_limits_apply() {
 fn max_apps_refuses_only_changes_that_add_apps_beyond_it() {
     let mut sim = Sim::new();
     sim.core.config.max_apps = Some(1);
-    sim.create(json!({"id": "/one", "cmd": "x"}));
+    sim.create(json!({"id": "/one", "cmd": "x", "cpus": 0.01, "mem": 1}));
+    sim.bring_up();
     let create = |id: &str| Command::CreateApp {
         id: Sim::id(id),
         patch: Box::new(parse_app_patch(json!({"id": id, "cmd": "x"})).unwrap()),
