@@ -1,5 +1,6 @@
 use crate::harness::*;
 use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn info_leader_ping_metrics_and_headers() {
@@ -181,4 +182,61 @@ fn an_app_that_fits_nowhere_does_not_spin_or_block_others() {
     );
     p.wait_running("/small", 1);
     assert_eq!(p.app("/huge")["tasksRunning"], 0);
+}
+
+#[test]
+fn placement_constraints_hold_on_the_local_agent() {
+    let p = Pacer::start(&["--local_agent_attributes", "rack:r1;weight:0.80"]);
+    let r = p.post(
+        "/v2/apps",
+        r#"{"id": "/bad-constraint", "cmd": "sleep 100", "constraints": [["rack", "NEAR"]]}"#,
+    );
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["details"][0]["path"], "/constraints(0)");
+    assert_eq!(
+        r.body["details"][0]["errors"][0],
+        "operator must be one of the following UNIQUE, CLUSTER, GROUP_BY, LIKE, MAX_PER, UNLIKE or IS"
+    );
+    // One machine: a UNIQUE hostname app runs one instance; the other waits with the reason.
+    let r = p.post(
+        "/v2/apps",
+        r#"{"id": "/one-per-host", "cmd": "sleep 100", "cpus": 0.01, "mem": 8, "instances": 2,
+            "constraints": [["hostname", "UNIQUE"], ["rack", "IS", "r1"], ["weight", "IS", "0.8"]]}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    wait_for("one running instance", Duration::from_secs(30), || {
+        (p.app("/one-per-host")["tasksRunning"] == 1).then_some(())
+    });
+    let queue = wait_for(
+        "the constraint in the queue's offer summary",
+        Duration::from_secs(30),
+        || {
+            let q = p.get("/v2/queue").body;
+            let item = q["queue"]
+                .as_array()?
+                .iter()
+                .find(|i| i["app"]["id"] == "/one-per-host")?
+                .clone();
+            let declined = item["processedOffersSummary"]["rejectSummaryLastOffers"]
+                .as_array()?
+                .iter()
+                .find(|r| r["reason"] == "UnfulfilledConstraint")?["declined"]
+                .as_u64()?;
+            (declined >= 1).then_some(item)
+        },
+    );
+    assert_eq!(queue["count"], 1);
+    // An attribute the agent does not have: nothing can run.
+    let r = p.post(
+        "/v2/apps",
+        r#"{"id": "/needs-gpu", "cmd": "sleep 100", "cpus": 0.01, "mem": 8,
+            "constraints": [["gpu", "LIKE", "yes"]]}"#,
+    );
+    assert_eq!(r.status, 201);
+    p.post(
+        "/v2/apps",
+        r#"{"id": "/anywhere", "cmd": "sleep 100", "cpus": 0.01, "mem": 8}"#,
+    );
+    p.wait_running("/anywhere", 1);
+    assert_eq!(p.app("/needs-gpu")["tasksRunning"], 0);
 }

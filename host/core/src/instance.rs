@@ -1,7 +1,7 @@
 //! Instances and their tasks (Marathon 1.8 model): an instance is stable; each launch of it is a
 //! task with the next incarnation number.
 
-use crate::cluster::{AgentId, TaskState};
+use crate::cluster::{AgentId, AttributeValue, TaskState};
 use crate::id::{InstanceId, PathId, TaskId};
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,9 @@ pub struct AgentInfo {
     pub host: String,
     pub region: Option<String>,
     pub zone: Option<String>,
+    /// The agent's attributes when the task was placed, for placement constraints.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub attributes: std::collections::BTreeMap<String, AttributeValue>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@ pub use imbl;
 
 pub mod app;
 pub mod cluster;
+pub mod constraints;
 pub mod deploy;
 pub mod events;
 pub mod group_patch;

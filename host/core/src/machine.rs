@@ -1378,6 +1378,7 @@ impl Scheduler {
         let mut rejected_apps: BTreeSet<PathId> = BTreeSet::new();
         let mut used_apps: BTreeSet<PathId> = BTreeSet::new();
         let candidates: Vec<(Arc<AppDefinition>, Arc<Instance>)> = self.launchable(now).collect();
+        let mut parsed_constraints = BTreeMap::new();
         for (app, inst) in candidates {
             if launches.len() >= self.config.max_instances_per_offer {
                 break;
@@ -1385,7 +1386,27 @@ impl Scheduler {
             if rejected_apps.contains(&app.id) {
                 continue;
             }
-            match match_offer(&app, &mut budget) {
+            // Constraints see the instances placed so far, this offer's included.
+            let fits = app.constraints.is_empty() || {
+                let parsed = parsed_constraints
+                    .entry((app.id.clone(), app.version))
+                    .or_insert_with(|| crate::constraints::parse_all(&app.constraints));
+                let placed: Vec<&crate::instance::AgentInfo> = self
+                    .state
+                    .instances_of(&app.id)
+                    .filter(|i| i.is_active())
+                    .filter_map(|i| i.agent.as_ref())
+                    .collect();
+                parsed
+                    .iter()
+                    .all(|c| c.admits(&offer, placed.iter().copied()))
+            };
+            let matched = if fits {
+                match_offer(&app, &mut budget)
+            } else {
+                Err(crate::placement::RejectReason::UnfulfilledConstraint)
+            };
+            match matched {
                 Ok(host_ports) => {
                     let spec = self.start_task(now, &app, &inst, &offer, host_ports, &mut ops);
                     launches.push(spec);
@@ -1450,6 +1471,7 @@ impl Scheduler {
             host: offer.hostname.clone(),
             region: offer.region.clone(),
             zone: offer.zone.clone(),
+            attributes: offer.attributes.clone(),
         });
         i.task = Some(Task {
             task_id: task_id.clone(),

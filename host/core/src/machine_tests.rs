@@ -7,7 +7,7 @@ use crate::normalize::parse_app_patch;
 use crate::persist::StoreOp;
 use crate::time::Timestamp;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A scheduler plus a fake agent and a fake store, stepping effects synchronously.
@@ -589,6 +589,67 @@ fn insufficient_resources_decline_with_reason() {
     assert_eq!(
         stats.rejected.keys().copied().collect::<Vec<_>>(),
         vec![crate::placement::RejectReason::InsufficientCpus]
+    );
+}
+
+#[test]
+fn constraints_spread_instances_and_name_the_reason() {
+    let mut sim = Sim::new();
+    sim.create(
+        json!({"id": "/spread", "cmd": "x", "cpus": 0.1, "mem": 1, "instances": 3,
+        "constraints": [["hostname", "UNIQUE"], ["rack", "LIKE", "r[12]"]]}),
+    );
+    let offer_on = |sim: &mut Sim, host: &str, rack: &str| {
+        sim.offer_seq += 1;
+        let mut o = sim.offer();
+        o.hostname = host.into();
+        o.agent_id = AgentId(format!("agent-{host}"));
+        o.attributes.insert(
+            "rack".into(),
+            crate::cluster::AttributeValue::Text(rack.into()),
+        );
+        sim.core.handle_offer(sim.now, o);
+        sim.drain();
+    };
+    // One offer with room for all three places only one: UNIQUE counts this offer's own launches.
+    offer_on(&mut sim, "h1", "r1");
+    assert_eq!(sim.count("/spread"), (3, 1));
+    offer_on(&mut sim, "h1", "r1");
+    offer_on(&mut sim, "h3", "r3");
+    assert_eq!(
+        sim.count("/spread"),
+        (3, 1),
+        "same host, and a rack LIKE refuses"
+    );
+    let stats = sim.core.snapshot().offer_stats[&Sim::id("/spread")].clone();
+    assert_eq!(
+        stats.rejected.keys().copied().collect::<Vec<_>>(),
+        vec![crate::placement::RejectReason::UnfulfilledConstraint]
+    );
+    offer_on(&mut sim, "h2", "r2");
+    assert_eq!(sim.count("/spread"), (3, 2));
+    let hosts: BTreeSet<String> = sim
+        .core
+        .snapshot()
+        .instances_of(&Sim::id("/spread"))
+        .filter_map(|i| i.agent.as_ref().map(|a| a.host.clone()))
+        .collect();
+    assert_eq!(hosts, BTreeSet::from(["h1".to_string(), "h2".to_string()]));
+    // A killed instance frees its host for the replacement.
+    let on_h1 = sim
+        .core
+        .snapshot()
+        .instances_of(&Sim::id("/spread"))
+        .find(|i| i.agent.as_ref().is_some_and(|a| a.host == "h1"))
+        .and_then(|i| i.task.as_ref().map(|t| t.task_id.clone()))
+        .unwrap();
+    sim.status(&on_h1, TaskState::Failed);
+    sim.now = sim.now.plus(std::time::Duration::from_secs(3600));
+    offer_on(&mut sim, "h1", "r1");
+    assert_eq!(
+        sim.count("/spread"),
+        (3, 2),
+        "h1 runs one again, h2 the other"
     );
 }
 

@@ -13,11 +13,6 @@ pub struct ValidationContext<'a> {
     pub features: &'a BTreeSet<String>,
 }
 
-/// Constraint operators Pacer understands (Marathon's built-ins).
-pub const CONSTRAINT_OPERATORS: [&str; 7] = [
-    "UNIQUE", "CLUSTER", "GROUP_BY", "LIKE", "UNLIKE", "MAX_PER", "IS",
-];
-
 const HEALTH_PROTOCOLS: [&str; 7] = [
     "HTTP",
     "HTTPS",
@@ -122,33 +117,8 @@ pub fn validate_app(app: &AppDefinition, ctx: &ValidationContext) -> Vec<Violati
     }
 
     for (i, c) in app.constraints.iter().enumerate() {
-        let path = format!("/constraints({i})");
-        if c.len() != 2 && c.len() != 3 {
-            e.add(path, "Each constraint must have either 2 or 3 fields");
-            continue;
-        }
-        let op = c[1].to_ascii_uppercase();
-        if !CONSTRAINT_OPERATORS.contains(&op.as_str()) {
-            e.add(
-                path,
-                format!(
-                    "Constraint operator must be one of the following: [{}]",
-                    CONSTRAINT_OPERATORS.join(", ")
-                ),
-            );
-            continue;
-        }
-        let value = c.get(2);
-        match op.as_str() {
-            "LIKE" | "UNLIKE" | "CLUSTER" | "IS" | "MAX_PER"
-                if value.is_none() && op != "CLUSTER" =>
-            {
-                e.add(path, format!("{op} requires a value"))
-            }
-            "GROUP_BY" | "MAX_PER" if value.is_some_and(|v| v.parse::<u32>().is_err()) => {
-                e.add(path, format!("{op} value must be a number"))
-            }
-            _ => {}
+        if let Err(msg) = crate::constraints::parse(c) {
+            e.add(format!("/constraints({i})"), msg);
         }
     }
 
@@ -609,7 +579,7 @@ mod tests {
         assert!(has(
             &e,
             "/constraints(1)",
-            "Constraint operator must be one of"
+            "operator must be one of the following"
         ));
         assert!(
             !e.iter().any(|(p, _)| p == "/constraints(2)"),

@@ -4,13 +4,14 @@
 use std::path::Path;
 
 /// Pure crates the core may depend on.
-const ALLOWED: [&str; 6] = [
+const ALLOWED: [&str; 7] = [
     "serde",
     "serde_json",
     "thiserror",
     "time",
     "serde_path_to_error",
     "imbl",
+    "regex",
 ];
 
 /// Paths that mean IO, threads, or reading the clock.
