@@ -256,6 +256,9 @@ pub struct Scheduler {
     pub(crate) pending: Vec<Effect>,
     /// Instances waiting for a launch (goal Running, no live task), across all apps.
     launch_queue: BTreeSet<InstanceId>,
+    /// Instances that entered the launch queue since start: new work the shell must ask offers
+    /// for, even when it already wanted offers (a decline may have filtered them).
+    queued_total: u64,
     /// Apps converged in the step in progress; their deployments may have advanced.
     pub(crate) touched: BTreeSet<PathId>,
     /// Where the search for the next free dynamic service port starts.
@@ -333,6 +336,7 @@ impl Scheduler {
             undo: None,
             pending: Vec::new(),
             launch_queue: BTreeSet::new(),
+            queued_total: 0,
             touched: BTreeSet::new(),
             next_service_port: 0,
             progress: imbl::OrdMap::new(),
@@ -1028,7 +1032,9 @@ impl Scheduler {
         self.index_launching(before.as_deref(), Some(&inst));
         self.track_health(before.as_deref(), Some(&inst));
         if inst.is_scheduled() {
-            self.launch_queue.insert(inst.id.clone());
+            if self.launch_queue.insert(inst.id.clone()) {
+                self.queued_total += 1;
+            }
         } else {
             self.launch_queue.remove(&inst.id);
         }
@@ -1318,6 +1324,12 @@ fn kill_order<'a>(
 
 impl Scheduler {
     /// True when an instance is waiting to launch and its app is not backed off at `now`.
+    /// How many times an instance has entered the launch queue. When it grows, new work waits
+    /// and offers must be revived, even if an earlier offer was declined.
+    pub fn queued_total(&self) -> u64 {
+        self.queued_total
+    }
+
     pub fn wants_offers(&self, now: Timestamp) -> bool {
         self.launchable(now).next().is_some()
     }

@@ -593,6 +593,24 @@ fn insufficient_resources_decline_with_reason() {
 }
 
 #[test]
+fn new_work_is_counted_but_a_decline_is_not() {
+    let mut sim = Sim::new();
+    sim.create(json!({"id": "/w", "cmd": "x", "cpus": 0.1, "mem": 1, "instances": 2}));
+    let queued = sim.core.queued_total();
+    assert_eq!(queued, 2);
+    sim.settle();
+    // Declining an offer (nothing to launch) is not new work: no reason to revive.
+    let o = sim.offer();
+    sim.core.handle_offer(sim.now, o);
+    sim.drain();
+    assert_eq!(sim.core.queued_total(), queued);
+    // A failed task puts its instance back in the queue: new work, even if offers were wanted.
+    let task = sim.launched[0].task_id.clone();
+    sim.status(&task, TaskState::Failed);
+    assert_eq!(sim.core.queued_total(), queued + 1);
+}
+
+#[test]
 fn constraints_spread_instances_and_name_the_reason() {
     let mut sim = Sim::new();
     sim.create(

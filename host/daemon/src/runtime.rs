@@ -175,8 +175,14 @@ impl Runtime {
         // would lift the backend's decline filter and spin on an app that fits nowhere.
         let mut wanted = false;
         let mut revive_needed = true;
+        let mut queued_seen = self.core.queued_total();
         loop {
             let t = now();
+            // New work (e.g. a replacement queued by a status update) revives even when offers
+            // were already wanted: an offer declined just before may have filtered them.
+            let queued = self.core.queued_total();
+            revive_needed |= queued != queued_seen;
+            queued_seen = queued;
             let wants = self.core.wants_offers(t);
             if wants && (!wanted || revive_needed) {
                 self.cluster.revive();
