@@ -78,4 +78,24 @@ pub enum StoreError {
     /// The backend found inconsistent data on disk; the file needs to be restored or removed.
     #[error("store data is corrupted (while trying to {action}): {detail}")]
     Corrupted { action: String, detail: String },
+
+    /// A value (or a whole batch) is larger than the backend can store in one piece (ZooKeeper's
+    /// node and request limits). Nothing was written.
+    #[error("{what} is {bytes} bytes, over the store's limit of {limit} bytes")]
+    TooLarge {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
+
+    /// This process may no longer write: another Pacer has taken over as leader.
+    #[error("write refused: this Pacer is no longer the leader ({0})")]
+    Fenced(String),
+
+    /// A remote store (ZooKeeper) failed or did not answer in time.
+    #[error("store failed to {action}: {detail}")]
+    Remote {
+        action: &'static str,
+        detail: String,
+    },
 }

@@ -1,0 +1,132 @@
+//! Connecting: `zk://[user:pass@]host:port,…/path` URLs, and a small dedicated runtime so the
+//! synchronous [`pacer_store::Store`] methods can drive the async client from any thread.
+
+use std::time::Duration;
+use zookeeper_client as zk;
+
+/// A parsed `--zk` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZkUrl {
+    /// `host:port,host:port`.
+    pub hosts: String,
+    /// The chroot, e.g. `/pacer` (never empty, never `/`).
+    pub path: String,
+    /// `user:password` for ZooKeeper's digest scheme.
+    pub credentials: Option<String>,
+}
+
+impl ZkUrl {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("zk://")
+            .ok_or_else(|| format!("'{}' does not start with zk://", Self::redact(url)))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let (credentials, hosts) = match authority.rsplit_once('@') {
+            Some((c, h)) => (Some(c.to_string()), h),
+            None => (None, authority),
+        };
+        if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
+            return Err(format!("'{}' names no ZooKeeper hosts", Self::redact(url)));
+        }
+        let path = path.trim_end_matches('/');
+        if path.is_empty() {
+            return Err(format!(
+                "'{}' needs a path for Pacer's data, e.g. zk://host:2181/pacer",
+                Self::redact(url)
+            ));
+        }
+        if let Some(c) = &credentials {
+            if !c.contains(':') {
+                return Err("ZooKeeper credentials must be user:password".into());
+            }
+        }
+        Ok(ZkUrl {
+            hosts: hosts.to_string(),
+            path: path.to_string(),
+            credentials,
+        })
+    }
+
+    fn redact(url: &str) -> String {
+        match (url.find("://"), url.rfind('@')) {
+            (Some(s), Some(at)) if at > s => format!("{}********{}", &url[..s + 3], &url[at..]),
+            _ => url.to_string(),
+        }
+    }
+
+    /// The URL with credentials masked, for logs and `/v2/info`.
+    pub fn redacted(&self) -> String {
+        match self.credentials {
+            Some(_) => format!("zk://********@{}{}", self.hosts, self.path),
+            None => format!("zk://{}{}", self.hosts, self.path),
+        }
+    }
+}
+
+/// Connects, creates the URL's path if needed and returns a client rooted there.
+pub(crate) async fn connect(
+    url: ZkUrl,
+    session_timeout: Duration,
+) -> Result<zk::Client, zk::Error> {
+    let mut connector = zk::Client::connector().with_session_timeout(session_timeout);
+    if let Some(c) = &url.credentials {
+        connector = connector.with_auth("digest", c.as_bytes());
+    }
+    let client = connector.connect(&url.hosts).await?;
+    let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    match client.mkdir(&url.path, &options).await {
+        Ok(()) | Err(zk::Error::NodeExists) => {}
+        Err(e) => return Err(e),
+    }
+    client
+        .chroot(url.path.clone())
+        .map_err(|_| zk::Error::BadArguments(&"invalid ZooKeeper path"))
+}
+
+/// A runtime owned by the store: the client's tasks live here, whatever thread calls.
+pub(crate) struct Runtime(tokio::runtime::Runtime);
+
+impl Runtime {
+    pub(crate) fn new() -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pacer-zk")
+            .enable_all()
+            .build()
+            .map(Runtime)
+    }
+
+    /// Runs `f` on the store's runtime and waits for it, from sync code or from inside another
+    /// runtime's blocking section alike.
+    pub(crate) fn run<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.0.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv().expect("the ZooKeeper runtime stopped")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_and_without_credentials() {
+        let u = ZkUrl::parse("zk://ops:pw@h1:2181,h2:2182/pacer/prod/").unwrap();
+        assert_eq!(u.hosts, "h1:2181,h2:2182");
+        assert_eq!(u.path, "/pacer/prod");
+        assert_eq!(u.credentials.as_deref(), Some("ops:pw"));
+        assert_eq!(u.redacted(), "zk://********@h1:2181,h2:2182/pacer/prod");
+        assert!(ZkUrl::parse("zk://h1:2181").unwrap_err().contains("path"));
+        assert!(ZkUrl::parse("http://h1/x").is_err());
+        let e = ZkUrl::parse("zk://u:secret@/x").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+}

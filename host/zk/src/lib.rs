@@ -1,0 +1,10 @@
+//! `pacer-zk`: Pacer's state in ZooKeeper ([`ZkStore`], behind the same `Store` port as the
+//! embedded store) and, built on the same session, leader election.
+
+mod conn;
+mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use conn::ZkUrl;
+pub use store::{Fence, ZkStore, ZkStoreConfig};
