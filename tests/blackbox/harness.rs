@@ -105,6 +105,11 @@ impl Pacer {
         p
     }
 
+    /// Flags for the next [`Pacer::spawn`] (e.g. to restart on another store).
+    pub fn set_flags(&mut self, extra: &[&str]) {
+        self.extra = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -12,3 +12,4 @@ mod lifecycle;
 mod operating;
 mod operations;
 mod recovery;
+mod zk;

@@ -718,6 +718,8 @@ const ZK_ONLY: &[&str] = &[
 #[derive(Debug)]
 pub struct Parsed {
     pub flags: Flags,
+    /// `--zk` was given: state lives in ZooKeeper instead of the embedded store.
+    pub use_zk: bool,
     /// Compat flags as given: name → value (toggles as `true`/`false`).
     pub compat: Vec<(&'static str, String)>,
     pub warnings: Vec<String>,
@@ -776,8 +778,25 @@ pub fn command() -> clap::Command {
     cmd
 }
 
+/// Who parses: the daemon, or `pacer backup`/`restore` (which run no scheduler, so leader election
+/// does not matter to them).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    Daemon,
+    Tool,
+}
+
 /// Parses `argv` (with the program name first) and the environment, Marathon's way.
 pub fn parse<A, E>(argv: A, env: E) -> Result<Parsed, FlagError>
+where
+    A: IntoIterator<Item = OsString>,
+    E: IntoIterator<Item = (OsString, OsString)>,
+{
+    parse_for(Mode::Daemon, argv, env)
+}
+
+/// [`parse`] for a given [`Mode`].
+pub fn parse_for<A, E>(mode: Mode, argv: A, env: E) -> Result<Parsed, FlagError>
 where
     A: IntoIterator<Item = OsString>,
     E: IntoIterator<Item = (OsString, OsString)>,
@@ -904,7 +923,8 @@ where
             "--{name} only applies to the Mesos backend; the local backend ignores it."
         ));
     }
-    for name in ZK_ONLY.iter().filter(|n| given(n)) {
+    let use_zk = given("zk");
+    for name in ZK_ONLY.iter().filter(|n| given(n) && !use_zk) {
         warnings.push(format!(
             "--{name} only applies with the ZooKeeper store (--zk); the embedded store ignores it."
         ));
@@ -916,13 +936,14 @@ where
             flags.new_group_enforce_role
         ));
     }
-    if given("ha") && flags.ha {
+    if given("ha") && flags.ha && !use_zk {
         warnings.push(
             "--ha needs --zk; a single Pacer on the embedded store is always the leader.".into(),
         );
     }
-    refuse_unsupported(&flags, &given)?;
+    refuse_unsupported(&flags, &given, mode)?;
     Ok(Parsed {
+        use_zk,
         flags,
         compat: compat_values,
         warnings,
@@ -931,7 +952,11 @@ where
 
 /// Flags that would change where apps run or where state lives, and that this build cannot honour:
 /// refused rather than silently ignored.
-fn refuse_unsupported(f: &Flags, given: &dyn Fn(&str) -> bool) -> Result<(), FlagError> {
+fn refuse_unsupported(
+    f: &Flags,
+    given: &dyn Fn(&str) -> bool,
+    mode: Mode,
+) -> Result<(), FlagError> {
     let refuse = |msg: String| Err(FlagError::Refused(msg));
     if f.master != "local" {
         return refuse(format!(
@@ -941,11 +966,16 @@ fn refuse_unsupported(f: &Flags, given: &dyn Fn(&str) -> bool) -> Result<(), Fla
         ));
     }
     if given("zk") {
-        return refuse(format!(
-            "--zk {}: the ZooKeeper store is not part of this build; state is kept in the embedded \
-             store under --data_dir",
-            redact_url(&f.zk)
-        ));
+        if let Err(e) = pacer_zk::ZkUrl::parse(&f.zk) {
+            return refuse(format!("--zk: {e}"));
+        }
+        if f.ha && mode == Mode::Daemon {
+            return refuse(format!(
+                "--zk {}: leader election (--ha, the default with --zk) is not part of this build \
+                 yet; run a single Pacer on ZooKeeper with --disable_ha",
+                redact_url(&f.zk)
+            ));
+        }
     }
     if f.plugin_dir.is_some() || f.plugin_conf.is_some() {
         return refuse(
@@ -1190,7 +1220,11 @@ mod tests {
         let m = refused(&["--master", "zk://u:pw@zk1:2181/mesos"], &[]);
         assert!(m.contains("--master") && !m.contains("pw"), "{m}");
         let m = refused(&[], &[("MARATHON_ZK", "zk://zk1:2181/marathon")]);
-        assert!(m.contains("--zk"), "{m}");
+        assert!(m.contains("--zk") && m.contains("--disable_ha"), "{m}");
+        assert!(refused(&["--zk", "zk://h:2181"], &[]).contains("path"));
+        let p = ok(&["--zk", "zk://u:pw@h:2181/pacer", "--disable_ha"], &[]);
+        assert!(p.use_zk);
+        assert!(!ok(&[], &[]).use_zk);
         refused(&["--plugin_dir", "/p"], &[]);
         refused(&["--http_credentials", "nocolon"], &[]);
         refused(&["--disable_http"], &[]);

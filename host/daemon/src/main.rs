@@ -1,6 +1,7 @@
 //! The `pacer` daemon: parses flags, opens the store, starts the cluster backend and the HTTP API,
 //! and runs the scheduler loop.
 
+mod backup;
 mod callbacks;
 mod flags;
 mod logs;
@@ -28,7 +29,13 @@ const EXIT_FAILED: u8 = 1;
 
 fn main() -> std::process::ExitCode {
     use std::process::ExitCode;
-    let parsed = match flags::parse(std::env::args_os(), std::env::vars_os()) {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(tool) = args.get(1).and_then(|a| a.to_str()).map(str::to_string) {
+        if tool == "backup" || tool == "restore" {
+            return store_tool(&tool, args.split_off(2), &args[0]);
+        }
+    }
+    let parsed = match flags::parse(args, std::env::vars_os()) {
         Ok(p) => p,
         Err(e) => return ExitCode::from(e.print_and_exit_code()),
     };
@@ -74,6 +81,72 @@ fn main() -> std::process::ExitCode {
             eprintln!("pacer: {e:#}");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// `pacer backup FILE [flags]` / `pacer restore FILE [flags]`: the store is chosen by the same
+/// flags as the daemon's (`--data_dir`, or `--zk`).
+fn store_tool(
+    tool: &str,
+    mut rest: Vec<std::ffi::OsString>,
+    program: &std::ffi::OsStr,
+) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let usage = format!("usage: pacer {tool} FILE [--data_dir DIR | --zk zk://host:port/path]");
+    if rest.is_empty() || rest[0].to_str().is_some_and(|a| a.starts_with("--")) {
+        eprintln!("pacer: {usage}");
+        return ExitCode::from(flags::EXIT_BAD_FLAGS);
+    }
+    let file = std::path::PathBuf::from(rest.remove(0));
+    let argv = std::iter::once(program.to_os_string()).chain(rest);
+    let parsed = match flags::parse_for(flags::Mode::Tool, argv, std::env::vars_os()) {
+        Ok(p) => p,
+        Err(e) => return ExitCode::from(e.print_and_exit_code()),
+    };
+    let result = open_store(&parsed).and_then(|store| {
+        let n = if tool == "backup" {
+            backup::backup(store.as_ref(), &file)?
+        } else {
+            backup::restore(store.as_ref(), &file)?
+        };
+        Ok((n, store.describe()))
+    });
+    match result {
+        Ok((n, describe)) => {
+            let verb = if tool == "backup" {
+                "backed up from"
+            } else {
+                "restored into"
+            };
+            eprintln!("pacer: {n} records {verb} {describe}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pacer {tool}: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// The store the flags name: ZooKeeper with `--zk`, else the embedded store under `--data_dir`.
+fn open_store(parsed: &Parsed) -> anyhow::Result<Arc<dyn Store>> {
+    let f = &parsed.flags;
+    if parsed.use_zk {
+        let url = pacer_zk::ZkUrl::parse(&f.zk).map_err(anyhow::Error::msg)?;
+        let config = pacer_zk::ZkStoreConfig {
+            max_node_size: f.zk_max_node_size,
+            compression: f.zk_compression,
+            compression_threshold: f.zk_compression_threshold,
+            op_timeout: Duration::from_millis(f.zk_timeout),
+        };
+        let store =
+            pacer_zk::ZkStore::connect(&url, Duration::from_millis(f.zk_session_timeout), config)
+                .with_context(|| format!("cannot use ZooKeeper at {}", url.redacted()))?;
+        Ok(Arc::new(store))
+    } else {
+        Ok(Arc::new(
+            EmbeddedStore::open(&f.data_dir).context("cannot open the embedded store")?,
+        ))
     }
 }
 
@@ -211,6 +284,7 @@ impl MetricsSource for ProbeMetrics {
 }
 
 async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Result<()> {
+    let store = tokio::task::block_in_place(|| open_store(&parsed))?;
     let Parsed { flags, compat, .. } = parsed;
     let Prepared {
         http,
@@ -219,8 +293,6 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Re
         hostname,
         callbacks_enabled,
     } = prepared;
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&flags.data_dir).context("cannot open the embedded store")?);
     info!(message = "Store opened.", store = %store.describe());
 
     let config = Config {
