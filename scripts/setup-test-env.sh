@@ -2,7 +2,7 @@
 # Prepare a Debian bookworm machine for Pacer's tests.
 #
 # What it does (every step is skipped when already done, so re-running is cheap):
-#   1. apt-get installs what is missing: zookeeper (only installed, never started),
+#   1. apt-get installs what is missing: zookeeper (only installed here; tests start their own servers),
 #      busybox-static, curl, python3, openssl, and docker.io when there is no dockerd.
 #      `apt-get update` runs at most once, and only if something has to be installed.
 #   2. Starts a Docker engine in the background when none is reachable, and waits
