@@ -76,6 +76,31 @@ fn an_embedded_installation_moves_to_zookeeper_with_its_tasks() {
     let r = p.put("/v2/apps/moving/web", r#"{"instances": 1}"#);
     assert_eq!(r.status, 200, "{}", r.text);
     p.wait_running("/moving/web", 1);
+    // A change too large for a ZooKeeper node is refused as Marathon does, and nothing of it kept.
+    let mut x: u64 = 1;
+    let noise: String = (0..2_000_000)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            char::from(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                    [(x >> 58) as usize % 62],
+            )
+        })
+        .collect();
+    let body = serde_json::json!({"id": "/too-big", "cmd": "sleep 1", "labels": {"blob": noise}});
+    let r = p.post("/v2/apps", &body.to_string());
+    assert_eq!(r.status, 422, "{}", &r.text[..r.text.len().min(300)]);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum ZK node size"),
+        "{}",
+        r.body["message"]
+    );
+    assert_eq!(p.get("/v2/apps/too-big").status, 404);
     assert!(p.stop().success());
     p.spawn();
     p.wait_running("/moving/web", 1);

@@ -37,6 +37,14 @@ impl From<SubmitError> for ApiError {
     fn from(e: SubmitError) -> Self {
         match e {
             SubmitError::Command(c) => c.into(),
+            // Marathon's wording for the same refusal, with what exceeded which limit.
+            SubmitError::TooLarge(msg) => ApiError::Status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "The way we persist data in ZooKeeper would exceed the maximum ZK node size \
+                     (--zk_max_node_size): {msg}"
+                ),
+            ),
             SubmitError::Storage(msg) => ApiError::Status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("The change could not be stored and was not applied: {msg}"),

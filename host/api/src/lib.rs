@@ -35,6 +35,8 @@ pub enum SubmitError {
     Command(CommandError),
     /// The change could not be made durable; nothing of it was applied.
     Storage(String),
+    /// The change is too large for the store (ZooKeeper's node size); nothing was applied.
+    TooLarge(String),
     /// The scheduler loop is gone (shutting down).
     Unavailable,
 }

@@ -124,7 +124,10 @@ impl Runtime {
                     // The first effect of a command is its single write; nothing ran yet.
                     warn!(message = "A change could not be stored; it was not applied.", error = %e);
                     self.core.rollback();
-                    Err(SubmitError::Storage(e.to_string()))
+                    Err(match e {
+                        StoreError::TooLarge { .. } => SubmitError::TooLarge(e.to_string()),
+                        e => SubmitError::Storage(e.to_string()),
+                    })
                 }
             },
         };
