@@ -57,10 +57,11 @@ pub(crate) async fn limit_concurrency(
     req: Request<axum::body::Body>,
     next: Next,
 ) -> Response {
-    let Some((sem, allowed)) = &ctx.limiter else {
+    let Some(slots) = &ctx.limiter else {
         return next.run(req).await;
     };
-    match sem.clone().try_acquire_owned() {
+    let allowed = ctx.options.max_concurrent_requests.unwrap_or_default();
+    match slots.try_acquire() {
         Ok(_permit) => next.run(req).await,
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -130,7 +130,8 @@ pub struct ApiContext {
     pub events: Arc<events::EventBus>,
     /// `--event_subscriber http_callback`: `/v2/eventSubscriptions` is served.
     pub callbacks_enabled: bool,
-    limiter: Option<(Arc<tokio::sync::Semaphore>, usize)>,
+    /// Slots for `--http_max_concurrent_requests`.
+    limiter: Option<tokio::sync::Semaphore>,
 }
 
 /// The client's IP address, put on every request by the router's middleware.
@@ -146,7 +147,7 @@ impl ApiContext {
         let limiter = setup
             .options
             .max_concurrent_requests
-            .map(|n| (Arc::new(tokio::sync::Semaphore::new(n)), n));
+            .map(tokio::sync::Semaphore::new);
         Arc::new(ApiContext {
             commands,
             snapshot: RwLock::new(Arc::new(State::default())),

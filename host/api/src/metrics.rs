@@ -146,11 +146,14 @@ pub trait MetricsSource: Send + Sync {
 /// Requests by route and method: counts by status, and a latency histogram.
 #[derive(Default)]
 pub struct HttpMetrics {
-    routes: Mutex<BTreeMap<(String, String), Arc<RouteMetrics>>>,
+    /// Route → method → numbers; a known route and method are found without allocating.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, Arc<RouteMetrics>>>>,
 }
 
 #[derive(Default)]
 struct RouteMetrics {
+    route: String,
+    method: String,
     by_status: Mutex<BTreeMap<u16, u64>>,
     latency: Histogram,
 }
@@ -165,14 +168,24 @@ impl HttpMetrics {
     ) {
         // Unmatched paths share one label, so scanners cannot grow the label set.
         let route = route.map_or("unmatched", |r| r.as_str());
-        let key = (route.to_string(), method.as_str().to_string());
-        let entry = self
-            .routes
-            .lock()
-            .expect("metrics lock")
-            .entry(key)
-            .or_default()
-            .clone();
+        let entry = {
+            let mut routes = self.routes.lock().expect("metrics lock");
+            match routes.get(route).and_then(|m| m.get(method.as_str())) {
+                Some(e) => e.clone(),
+                None => routes
+                    .entry(route.to_string())
+                    .or_default()
+                    .entry(method.as_str().to_string())
+                    .or_insert_with(|| {
+                        Arc::new(RouteMetrics {
+                            route: route.to_string(),
+                            method: method.as_str().to_string(),
+                            ..Default::default()
+                        })
+                    })
+                    .clone(),
+            }
+        };
         *entry
             .by_status
             .lock()
@@ -183,39 +196,35 @@ impl HttpMetrics {
     }
 
     fn write(&self, w: &mut MetricsWriter) {
-        let routes: Vec<_> = self
+        let routes: Vec<Arc<RouteMetrics>> = self
             .routes
             .lock()
             .expect("metrics lock")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .values()
+            .flat_map(|by_method| by_method.values().cloned())
             .collect();
         let mut counts = Vec::new();
-        for ((route, method), m) in &routes {
+        for m in &routes {
             for (status, n) in m.by_status.lock().expect("metrics lock").iter() {
-                counts.push((route.clone(), method.clone(), status.to_string(), *n));
+                counts.push((m.route.as_str(), m.method.as_str(), status.to_string(), *n));
             }
         }
         w.family(
             "http_requests_total",
             "counter",
             "API requests served, by route template, method and status.",
-            counts.iter().map(|(r, m, s, n)| {
-                (
-                    [
-                        ("route", r.as_str()),
-                        ("method", m.as_str()),
-                        ("status", s.as_str()),
-                    ],
-                    *n,
-                )
-            }),
+            counts
+                .iter()
+                .map(|(r, m, s, n)| ([("route", *r), ("method", *m), ("status", s.as_str())], *n)),
         );
         w.histograms(
             "http_request_duration_seconds",
             "Time to answer an API request (to the response head for streams), by route and method.",
-            routes.iter().map(|((r, m), rm)| {
-                (vec![("route", r.as_str()), ("method", m.as_str())], &rm.latency)
+            routes.iter().map(|rm| {
+                (
+                    vec![("route", rm.route.as_str()), ("method", rm.method.as_str())],
+                    &rm.latency,
+                )
             }),
         );
     }

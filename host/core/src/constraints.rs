@@ -99,15 +99,18 @@ pub fn parse(c: &[String]) -> Result<Constraint, String> {
             }
             Operator::Is(v)
         }
-        _ => {
-            return Err(
-                "operator must be one of the following UNIQUE, CLUSTER, GROUP_BY, LIKE, MAX_PER, \
-                 UNLIKE or IS"
-                    .into(),
-            )
-        }
+        _ => return Err(unknown_operator()),
     };
     Ok(Constraint { field, op })
+}
+
+/// Marathon's message for an unknown operator, listing the built-ins.
+fn unknown_operator() -> String {
+    let (last, rest) = OPERATORS.split_last().expect("operators");
+    format!(
+        "operator must be one of the following {} or {last}",
+        rest.join(", ")
+    )
 }
 
 /// Parses every constraint of an app (already validated, so errors are skipped).

@@ -962,7 +962,7 @@ fn refuse_unsupported(
         return refuse(format!(
             "--master {}: the Mesos backend is not part of this build; Pacer runs apps on this \
              machine (--master local, the default)",
-            redact_url(&f.master)
+            pacer_zk::redact_url(&f.master)
         ));
     }
     if given("zk") {
@@ -973,7 +973,7 @@ fn refuse_unsupported(
             return refuse(format!(
                 "--zk {}: leader election (--ha, the default with --zk) is not part of this build \
                  yet; run a single Pacer on ZooKeeper with --disable_ha",
-                redact_url(&f.zk)
+                pacer_zk::redact_url(&f.zk)
             ));
         }
     }
@@ -1021,18 +1021,6 @@ fn refuse_unsupported(
         );
     }
     Ok(())
-}
-
-/// `zk://user:pass@h:1/p` → `zk://********@h:1/p`: credentials never reach logs or /v2/info.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://********{}", &rest[at..]),
-        None => url.to_string(),
-    }
 }
 
 /// Parses `31000-32000,33000-33010`.
@@ -1248,15 +1236,5 @@ mod tests {
             parse_with(&["--help"], &[]),
             Err(FlagError::Display(_))
         ));
-    }
-
-    #[test]
-    fn credentials_are_redacted() {
-        assert_eq!(
-            redact_url("zk://user:pass@h1:2181,h2:2181/pacer"),
-            "zk://********@h1:2181,h2:2181/pacer"
-        );
-        assert_eq!(redact_url("zk://h1:2181/p@x"), "zk://h1:2181/p@x");
-        assert_eq!(redact_url("local"), "local");
     }
 }

@@ -30,6 +30,17 @@ struct Inner {
 pub struct Logs(Arc<Inner>);
 
 impl Levels {
+    /// Sets `logger` (`None`: back to having no level of its own); returns its previous level.
+    fn set(&mut self, logger: &str, level: Option<String>) -> Option<String> {
+        match (logger == ROOT, level) {
+            (true, Some(l)) => Some(std::mem::replace(&mut self.root, l)),
+            // ROOT always has a level; a change of it always has a previous one to go back to.
+            (true, None) => None,
+            (false, Some(l)) => self.targets.insert(logger.to_string(), l),
+            (false, None) => self.targets.remove(logger),
+        }
+    }
+
     fn directives(&self) -> String {
         let mut d = vec![self.root.clone()];
         for q in QUIET {
@@ -104,22 +115,10 @@ impl LogControl for Logs {
         duration: Option<Duration>,
     ) -> Result<(), String> {
         let mut l = self.0.levels.lock().expect("log levels lock");
-        let previous = if logger == ROOT {
-            Some(std::mem::replace(&mut l.root, level.to_string()))
-        } else {
-            l.targets.insert(logger.to_string(), level.to_string())
-        };
+        let previous = l.set(logger, Some(level.to_string()));
         if let Err(e) = self.0.apply(&l) {
             // Put the old level back; nothing changed.
-            match (&previous, logger == ROOT) {
-                (Some(p), true) => l.root = p.clone(),
-                (Some(p), false) => {
-                    l.targets.insert(logger.to_string(), p.clone());
-                }
-                (None, _) => {
-                    l.targets.remove(logger);
-                }
-            }
+            l.set(logger, previous);
             return Err(format!("invalid logger '{logger}': {e}"));
         }
         l.generation += 1;
@@ -133,15 +132,7 @@ impl LogControl for Logs {
                 if l.generation != generation {
                     return; // changed again since; the newer change stands
                 }
-                match (previous, logger == ROOT) {
-                    (Some(p), true) => l.root = p,
-                    (Some(p), false) => {
-                        l.targets.insert(logger.clone(), p);
-                    }
-                    (None, _) => {
-                        l.targets.remove(&logger);
-                    }
-                }
+                l.set(&logger, previous);
                 l.generation += 1;
                 if inner.apply(&l).is_ok() {
                     tracing::info!(message = "Temporary log level expired.", logger = %logger);

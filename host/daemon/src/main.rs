@@ -506,7 +506,7 @@ async fn shutdown_signal() {
 /// `/v2/info`'s `zookeeper_config` with the values in force and credentials redacted.
 fn zookeeper_config(f: &Flags) -> serde_json::Value {
     json!({
-        "zk": flags::redact_url(&f.zk),
+        "zk": pacer_zk::redact_url(&f.zk),
         "zk_compression": f.zk_compression,
         "zk_compression_threshold": f.zk_compression_threshold,
         "zk_connection_timeout": f.zk_connection_timeout,
@@ -560,7 +560,7 @@ fn marathon_config(f: &Flags, hostname: &str, compat: &[(&str, String)]) -> serd
         "leader_proxy_read_timeout_ms": f.leader_proxy_read_timeout,
         "local_port_max": f.local_port_max,
         "local_port_min": f.local_port_min,
-        "master": flags::redact_url(&f.master),
+        "master": pacer_zk::redact_url(&f.master),
         "max_instances_per_offer": f.max_instances_per_offer,
         "mesos_bridge_name": given("mesos_bridge_name"),
         "mesos_heartbeat_failure_threshold": f.mesos_heartbeat_failure_threshold,

@@ -19,7 +19,7 @@ impl ZkUrl {
     pub fn parse(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("zk://")
-            .ok_or_else(|| format!("'{}' does not start with zk://", Self::redact(url)))?;
+            .ok_or_else(|| format!("'{}' does not start with zk://", redact_url(url)))?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
@@ -29,13 +29,13 @@ impl ZkUrl {
             None => (None, authority),
         };
         if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
-            return Err(format!("'{}' names no ZooKeeper hosts", Self::redact(url)));
+            return Err(format!("'{}' names no ZooKeeper hosts", redact_url(url)));
         }
         let path = path.trim_end_matches('/');
         if path.is_empty() {
             return Err(format!(
                 "'{}' needs a path for Pacer's data, e.g. zk://host:2181/pacer",
-                Self::redact(url)
+                redact_url(url)
             ));
         }
         if let Some(c) = &credentials {
@@ -50,19 +50,25 @@ impl ZkUrl {
         })
     }
 
-    fn redact(url: &str) -> String {
-        match (url.find("://"), url.rfind('@')) {
-            (Some(s), Some(at)) if at > s => format!("{}********{}", &url[..s + 3], &url[at..]),
-            _ => url.to_string(),
-        }
-    }
-
     /// The URL with credentials masked, for logs and `/v2/info`.
     pub fn redacted(&self) -> String {
         match self.credentials {
             Some(_) => format!("zk://********@{}{}", self.hosts, self.path),
             None => format!("zk://{}{}", self.hosts, self.path),
         }
+    }
+}
+
+/// `zk://user:pass@h1:1/p` → `zk://********@h1:1/p`, for any scheme: credentials never reach
+/// logs or `/v2/info`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://********{}", &rest[at..]),
+        None => url.to_string(),
     }
 }
 
@@ -116,6 +122,16 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted() {
+        assert_eq!(
+            redact_url("zk://user:pass@h1:2181,h2:2181/pacer"),
+            "zk://********@h1:2181,h2:2181/pacer"
+        );
+        assert_eq!(redact_url("zk://h1:2181/p@x"), "zk://h1:2181/p@x");
+        assert_eq!(redact_url("local"), "local");
+    }
 
     #[test]
     fn urls_parse_with_and_without_credentials() {

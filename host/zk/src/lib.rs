@@ -6,5 +6,5 @@ mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use conn::ZkUrl;
+pub use conn::{redact_url, ZkUrl};
 pub use store::{Fence, ZkStore, ZkStoreConfig};
