@@ -22,6 +22,8 @@ pub struct Pacer {
     log: PathBuf,
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// Another Pacer's data directory, shared (HA Pacers on one machine share the local agent).
+    shared_data: Option<PathBuf>,
 }
 
 pub struct Resp {
@@ -100,9 +102,50 @@ impl Pacer {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            shared_data: None,
         };
         p.spawn();
         p
+    }
+
+    /// Another Pacer on the same machine as `other`: same data directory (so the same local
+    /// agent's tasks) and host port range.
+    pub fn start_sharing(other: &Pacer, extra: &[&str]) -> Pacer {
+        let mut p = Pacer {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: 0,
+            https_port: None,
+            agent_ports: other.agent_ports,
+            log: PathBuf::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            shared_data: Some(other.data_dir()),
+        };
+        p.spawn();
+        p
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let status = wait_for("pacer to exit", timeout, || child.try_wait().unwrap());
+        self.child = None;
+        status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Flags for the next [`Pacer::spawn`] (e.g. to restart on another store).
@@ -111,7 +154,9 @@ impl Pacer {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.shared_data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// (Re)starts the process on the same data directory.
@@ -262,19 +307,27 @@ impl Pacer {
 
     /// Waits until the app has exactly `n` tasks, all TASK_RUNNING, and no deployment; returns them.
     pub fn wait_running(&self, id: &str, n: usize) -> Vec<Value> {
-        wait_for(
-            &format!("{n} running tasks of {id}"),
-            Duration::from_secs(60),
-            || {
-                let app = self.app(id);
-                let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
-                let ok = tasks.len() == n
-                    && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
-                    && app["tasksRunning"] == n
-                    && app["deployments"].as_array().is_some_and(|d| d.is_empty());
-                ok.then_some(tasks)
-            },
-        )
+        let start = Instant::now();
+        loop {
+            let app = self.app(id);
+            let tasks = app["tasks"].as_array().cloned().unwrap_or_default();
+            let ok = tasks.len() == n
+                && tasks.iter().all(|t| t["state"] == "TASK_RUNNING")
+                && app["tasksRunning"] == n
+                && app["deployments"].as_array().is_some_and(|d| d.is_empty());
+            if ok {
+                return tasks;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let queue = self.get("/v2/queue").text;
+                let deployments = self.get("/v2/deployments").text;
+                panic!(
+                    "timed out after 60s waiting for {n} running tasks of {id}; last seen: \
+                     {app:#}\nqueue: {queue}\ndeployments: {deployments}"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// The sandbox directory of a task.

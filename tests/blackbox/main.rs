@@ -7,6 +7,7 @@ mod api_errors;
 mod deployments;
 mod docker;
 mod events;
+mod ha;
 mod health;
 mod lifecycle;
 mod operating;

@@ -48,11 +48,6 @@ fn an_embedded_installation_moves_to_zookeeper_with_its_tasks() {
     let (ok, err) = pacer_tool(&["restore", file.to_str().unwrap(), "--zk", &url]);
     assert!(!ok && err.contains("not empty"), "{err}");
 
-    // Without --disable_ha, --zk needs the election, which this build does not have yet.
-    let (code, err) = pacer_refuses(&["--zk", &url], &[]);
-    assert_eq!(code, 112);
-    assert!(err.contains("--disable_ha"), "{err}");
-
     // The same machine (same sandboxes) now on ZooKeeper: the tasks are adopted, not restarted.
     p.set_flags(&["--zk", &url, "--disable_ha"]);
     p.spawn();

@@ -8,6 +8,7 @@ mod error;
 pub mod events;
 mod groups;
 mod guard;
+pub mod leader;
 pub mod logging;
 pub mod metrics;
 mod misc;
@@ -115,6 +116,8 @@ pub struct ApiSetup {
     pub options: HttpOptions,
     pub metric_sources: Vec<Arc<dyn metrics::MetricsSource>>,
     pub log_control: Option<Arc<dyn logging::LogControl>>,
+    /// Leader election (`--zk` with HA); `None`: this Pacer always leads.
+    pub ha: Option<leader::HaSetup>,
 }
 
 /// The shared, read-mostly view the handlers use.
@@ -132,6 +135,7 @@ pub struct ApiContext {
     pub callbacks_enabled: bool,
     /// Slots for `--http_max_concurrent_requests`.
     limiter: Option<tokio::sync::Semaphore>,
+    pub(crate) ha: Option<leader::HaSetup>,
 }
 
 /// The client's IP address, put on every request by the router's middleware.
@@ -160,6 +164,7 @@ impl ApiContext {
             events,
             callbacks_enabled: setup.callbacks_enabled,
             limiter,
+            ha: setup.ha,
         })
     }
 
@@ -198,7 +203,8 @@ impl ApiContext {
 }
 
 /// The whole API with its guards, outermost first: gzip, per-route metrics (so refused and shed
-/// requests count too), Basic auth, the concurrency limit, CORS, then Marathon's common headers.
+/// requests count too), Basic auth, the concurrency limit, CORS, Marathon's common headers, then
+/// the standby's proxy to the leader.
 pub fn router(ctx: Arc<ApiContext>) -> Router {
     let mut r = Router::new()
         .merge(apps::routes())
@@ -210,6 +216,10 @@ pub fn router(ctx: Arc<ApiContext>) -> Router {
         .fallback(misc::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(
             ctx.options.max_body_bytes,
+        ))
+        .layer(middleware::from_fn_with_state(
+            ctx.clone(),
+            leader::proxy_to_leader,
         ))
         .layer(middleware::from_fn_with_state(ctx.clone(), common_headers))
         .layer(middleware::from_fn_with_state(ctx.clone(), guard::cors))
@@ -285,8 +295,14 @@ async fn common_headers(
         "X-XSS-Protection",
         HeaderValue::from_static("1; mode=block"),
     );
-    if let Ok(v) = HeaderValue::from_str(&ctx.info.leader_url) {
-        h.insert("X-Marathon-Leader", v);
+    // A proxied answer already names the leader; local answers name the one this Pacer knows.
+    if !h.contains_key("X-Marathon-Leader") {
+        if let Some(v) = ctx
+            .current_leader()
+            .and_then(|l| HeaderValue::from_str(&l.url).ok())
+        {
+            h.insert("X-Marathon-Leader", v);
+        }
     }
     res
 }

@@ -249,8 +249,8 @@ pub(crate) async fn metrics(AxState(ctx): AxState<Arc<ApiContext>>) -> Response 
     let mut w = MetricsWriter::new(&ctx.options.metrics_prefix);
     w.gauge(
         "leader",
-        "1 while this Pacer is the leader (a single Pacer always is).",
-        1,
+        "1 while this Pacer is the serving leader (a Pacer without election always is).",
+        u64::from(ctx.role() == crate::leader::Role::Leader),
     );
     w.gauge("apps", "Apps.", snap.apps.len() as u64);
     let mut by_condition: BTreeMap<&'static str, u64> = BTreeMap::new();

@@ -23,7 +23,14 @@ pub fn routes() -> Router<Arc<ApiContext>> {
         .route("/v2/tasks", get(tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
         .route("/v2/info", get(info))
-        .route("/v2/leader", get(leader))
+        .route(
+            "/v2/leader",
+            get(crate::leader::get_leader).delete(crate::leader::delete_leader),
+        )
+        .route(
+            crate::leader::HEALTH_PATH,
+            get(crate::leader::leader_health),
+        )
         .route("/ping", get(ping))
         .route("/metrics", get(crate::metrics::metrics))
         .route("/metrics/prometheus", get(crate::metrics::prometheus_path))
@@ -83,18 +90,14 @@ async fn info(AxState(ctx): Ctx) -> Response {
         "name": "marathon",
         "version": "1.10.0",
         "buildref": concat!("pacer-", env!("CARGO_PKG_VERSION")),
-        "elected": true,
-        "leader": i.leader,
+        "elected": ctx.role() == crate::leader::Role::Leader,
+        "leader": ctx.current_leader().map(|l| l.id),
         "frameworkId": i.framework_id,
         "marathon_config": i.marathon_config,
         "zookeeper_config": i.zookeeper_config,
         "http_config": i.http_config,
     }))
     .into_response()
-}
-
-async fn leader(AxState(ctx): Ctx) -> Response {
-    Json(json!({"leader": ctx.info.leader})).into_response()
 }
 
 /// `pong` as text, or `"pong"` for clients that only accept JSON.

@@ -452,6 +452,24 @@ impl Scheduler {
             }
         }
         self.watch_all();
+        // A kill is stored before it is sent; a crash in between must not leave the task alive
+        // with nobody to kill it (a rollout would wait for it forever). Kills are idempotent.
+        let stored_kills: Vec<KillRequest> = self
+            .state
+            .instances
+            .values()
+            .filter(|i| i.is_active())
+            .filter_map(|i| {
+                let t = i.task.as_ref().filter(|t| t.kill_sent)?;
+                Some(KillRequest {
+                    task_id: t.task_id.clone(),
+                    agent_id: i.agent.as_ref().map(|a| a.agent_id.clone()),
+                    grace: self.grace_of(&i.app_id),
+                })
+            })
+            .collect();
+        self.pending
+            .extend(stored_kills.into_iter().map(Effect::Kill));
         for id in ids {
             self.converge(&id, now, &mut ops);
         }

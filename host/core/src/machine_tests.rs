@@ -1246,6 +1246,66 @@ fn a_restored_deployment_resumes_without_relaunching() {
 }
 
 #[test]
+fn a_kill_stored_before_a_crash_is_sent_again_after_recovery() {
+    let mut sim = Sim::new();
+    sim.create(
+        json!({"id": "/k", "cmd": "v1", "instances": 3, "cpus": 0.01, "mem": 1,
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.0}}),
+    );
+    sim.bring_up();
+    // The upgrade is stored (with its first kill), then the scheduler dies before the kill
+    // reaches the backend.
+    let patch = parse_app_patch(json!({"cmd": "v2"})).unwrap();
+    sim.core
+        .command(
+            sim.now,
+            Command::UpdateApps {
+                force: false,
+                updates: vec![(Sim::id("/k"), patch)],
+                partial: true,
+                create: false,
+            },
+        )
+        .unwrap();
+    let mut lost_kills = Vec::new();
+    while let Some(e) = sim.core.poll_effect() {
+        match e {
+            Effect::Persist(ops) => {
+                for op in ops {
+                    if let StoreOp::Put { key, value } = op {
+                        sim.store.insert(key, value);
+                    }
+                }
+            }
+            Effect::Kill(k) => lost_kills.push(k.task_id),
+            _ => {}
+        }
+    }
+    assert_eq!(lost_kills.len(), 1, "one old instance goes first");
+
+    let entries: Vec<(String, Vec<u8>)> = sim.store.clone().into_iter().collect();
+    let mut core = Scheduler::new(Config::default(), 7);
+    core.restore(entries).unwrap();
+    sim.core = core;
+    sim.core.converge_all(sim.now);
+    sim.drain();
+    assert!(
+        sim.killed.contains(&lost_kills[0]),
+        "the stored kill is sent again: {:?}",
+        sim.killed
+    );
+    sim.bring_up();
+    for _ in 0..10 {
+        sim.bring_up();
+    }
+    assert!(
+        sim.core.snapshot().deployments.is_empty(),
+        "the upgrade completes"
+    );
+    assert_eq!(sim.count("/k"), (3, 3));
+}
+
+#[test]
 fn progress_deadline_fails_and_rolls_back() {
     let mut sim = Sim::new();
     sim.create(json!({"id": "/d", "cmd": "v1", "cpus": 0.01, "mem": 1}));

@@ -725,6 +725,13 @@ pub struct Parsed {
     pub warnings: Vec<String>,
 }
 
+impl Parsed {
+    /// Leader election takes place: `--zk` without `--disable_ha`.
+    pub fn ha(&self) -> bool {
+        self.use_zk && self.flags.ha
+    }
+}
+
 /// Why start-up stops.
 #[derive(Debug)]
 pub enum FlagError {
@@ -778,25 +785,8 @@ pub fn command() -> clap::Command {
     cmd
 }
 
-/// Who parses: the daemon, or `pacer backup`/`restore` (which run no scheduler, so leader election
-/// does not matter to them).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
-    Daemon,
-    Tool,
-}
-
 /// Parses `argv` (with the program name first) and the environment, Marathon's way.
 pub fn parse<A, E>(argv: A, env: E) -> Result<Parsed, FlagError>
-where
-    A: IntoIterator<Item = OsString>,
-    E: IntoIterator<Item = (OsString, OsString)>,
-{
-    parse_for(Mode::Daemon, argv, env)
-}
-
-/// [`parse`] for a given [`Mode`].
-pub fn parse_for<A, E>(mode: Mode, argv: A, env: E) -> Result<Parsed, FlagError>
 where
     A: IntoIterator<Item = OsString>,
     E: IntoIterator<Item = (OsString, OsString)>,
@@ -941,7 +931,7 @@ where
             "--ha needs --zk; a single Pacer on the embedded store is always the leader.".into(),
         );
     }
-    refuse_unsupported(&flags, &given, mode)?;
+    refuse_unsupported(&flags, &given)?;
     Ok(Parsed {
         use_zk,
         flags,
@@ -952,11 +942,7 @@ where
 
 /// Flags that would change where apps run or where state lives, and that this build cannot honour:
 /// refused rather than silently ignored.
-fn refuse_unsupported(
-    f: &Flags,
-    given: &dyn Fn(&str) -> bool,
-    mode: Mode,
-) -> Result<(), FlagError> {
+fn refuse_unsupported(f: &Flags, given: &dyn Fn(&str) -> bool) -> Result<(), FlagError> {
     let refuse = |msg: String| Err(FlagError::Refused(msg));
     if f.master != "local" {
         return refuse(format!(
@@ -968,13 +954,6 @@ fn refuse_unsupported(
     if given("zk") {
         if let Err(e) = pacer_zk::ZkUrl::parse(&f.zk) {
             return refuse(format!("--zk: {e}"));
-        }
-        if f.ha && mode == Mode::Daemon {
-            return refuse(format!(
-                "--zk {}: leader election (--ha, the default with --zk) is not part of this build \
-                 yet; run a single Pacer on ZooKeeper with --disable_ha",
-                pacer_zk::redact_url(&f.zk)
-            ));
         }
     }
     if f.plugin_dir.is_some() || f.plugin_conf.is_some() {
@@ -1207,8 +1186,8 @@ mod tests {
     fn unsupported_backends_are_refused_with_the_flag_named() {
         let m = refused(&["--master", "zk://u:pw@zk1:2181/mesos"], &[]);
         assert!(m.contains("--master") && !m.contains("pw"), "{m}");
-        let m = refused(&[], &[("MARATHON_ZK", "zk://zk1:2181/marathon")]);
-        assert!(m.contains("--zk") && m.contains("--disable_ha"), "{m}");
+        let p = ok(&[], &[("MARATHON_ZK", "zk://zk1:2181/marathon")]);
+        assert!(p.use_zk && p.flags.ha);
         assert!(refused(&["--zk", "zk://h:2181"], &[]).contains("path"));
         let p = ok(&["--zk", "zk://u:pw@h:2181/pacer", "--disable_ha"], &[]);
         assert!(p.use_zk);

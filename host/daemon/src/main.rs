@@ -4,12 +4,14 @@
 mod backup;
 mod callbacks;
 mod flags;
+mod ha;
 mod logs;
 mod runtime;
 mod tls;
 
 use anyhow::Context;
 use flags::{Flags, Parsed};
+use pacer_api::leader::{HaSetup, LeaderAddr};
 use pacer_api::metrics::{MetricsSource, MetricsWriter};
 use pacer_api::{ApiContext, ApiSetup, HttpOptions, ServerInfo};
 use pacer_core::cluster::{ClusterEvent, ClusterEventSink};
@@ -64,7 +66,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         let prepared = prepare(&parsed.flags).await.map_err(Stop::Config)?;
-        run(parsed, prepared, logs).await.map_err(Stop::Failed)
+        run(parsed, prepared, logs).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -80,6 +82,16 @@ fn main() -> std::process::ExitCode {
             error!(message = "Pacer stopped.", error = format!("{e:#}"));
             eprintln!("pacer: {e:#}");
             ExitCode::from(EXIT_FAILED)
+        }
+        Err(Stop::LeadershipEnded(e)) => {
+            error!(
+                message = "Leadership ended; restart Pacer to rejoin as a standby.",
+                error = format!("{e:#}")
+            );
+            eprintln!("pacer: {e:#}");
+            // The ZooKeeper client closes its session in the background (removing ephemerals).
+            std::thread::sleep(Duration::from_millis(150));
+            ExitCode::from(ha::EXIT_LEADERSHIP_ENDED)
         }
     }
 }
@@ -99,11 +111,11 @@ fn store_tool(
     }
     let file = std::path::PathBuf::from(rest.remove(0));
     let argv = std::iter::once(program.to_os_string()).chain(rest);
-    let parsed = match flags::parse_for(flags::Mode::Tool, argv, std::env::vars_os()) {
+    let parsed = match flags::parse(argv, std::env::vars_os()) {
         Ok(p) => p,
         Err(e) => return ExitCode::from(e.print_and_exit_code()),
     };
-    let result = open_store(&parsed).and_then(|store| {
+    let result = open_store(&parsed).and_then(|(store, _)| {
         let n = if tool == "backup" {
             backup::backup(store.as_ref(), &file)?
         } else {
@@ -128,8 +140,9 @@ fn store_tool(
     }
 }
 
-/// The store the flags name: ZooKeeper with `--zk`, else the embedded store under `--data_dir`.
-fn open_store(parsed: &Parsed) -> anyhow::Result<Arc<dyn Store>> {
+/// The store the flags name: ZooKeeper with `--zk` (also returned as itself, for the election),
+/// else the embedded store under `--data_dir`.
+fn open_store(parsed: &Parsed) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<pacer_zk::ZkStore>>)> {
     let f = &parsed.flags;
     if parsed.use_zk {
         let url = pacer_zk::ZkUrl::parse(&f.zk).map_err(anyhow::Error::msg)?;
@@ -142,17 +155,19 @@ fn open_store(parsed: &Parsed) -> anyhow::Result<Arc<dyn Store>> {
         let store =
             pacer_zk::ZkStore::connect(&url, Duration::from_millis(f.zk_session_timeout), config)
                 .with_context(|| format!("cannot use ZooKeeper at {}", url.redacted()))?;
-        Ok(Arc::new(store))
+        let store = Arc::new(store);
+        Ok((store.clone(), Some(store)))
     } else {
-        Ok(Arc::new(
-            EmbeddedStore::open(&f.data_dir).context("cannot open the embedded store")?,
-        ))
+        let store = EmbeddedStore::open(&f.data_dir).context("cannot open the embedded store")?;
+        Ok((Arc::new(store), None))
     }
 }
 
 enum Stop {
     Config(anyhow::Error),
     Failed(anyhow::Error),
+    /// Lost, expired or abdicated leadership: exit so a supervisor restarts a standby.
+    LeadershipEnded(anyhow::Error),
 }
 
 /// What the flags turn into before anything starts: listeners bound, files read. Every error
@@ -283,8 +298,9 @@ impl MetricsSource for ProbeMetrics {
     }
 }
 
-async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Result<()> {
-    let store = tokio::task::block_in_place(|| open_store(&parsed))?;
+async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(), Stop> {
+    let (store, zk) = tokio::task::block_in_place(|| open_store(&parsed)).map_err(Stop::Failed)?;
+    let ha_enabled = parsed.ha();
     let Parsed { flags, compat, .. } = parsed;
     let Prepared {
         http,
@@ -293,8 +309,235 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Re
         hostname,
         callbacks_enabled,
     } = prepared;
-    info!(message = "Store opened.", store = %store.describe());
+    info!(message = "Store opened.", store = %store.describe(), ha = ha_enabled);
 
+    let http_port = http
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|e| Stop::Failed(e.into()))?
+        .map(|a| a.port());
+    let https_port = https
+        .as_ref()
+        .map(|(l, _)| l.local_addr())
+        .transpose()
+        .map_err(|e| Stop::Failed(e.into()))?
+        .map(|a| a.port());
+    let (scheme, port) = match (http_port, https_port) {
+        (Some(p), _) => ("http", p),
+        (None, Some(p)) => ("https", p),
+        (None, None) => return Err(Stop::Failed(anyhow::anyhow!("no listener configured"))),
+    };
+    let me = LeaderAddr {
+        id: format!("{hostname}:{port}"),
+        url: format!("{scheme}://{hostname}:{port}"),
+    };
+    let info = ServerInfo {
+        leader: me.id.clone(),
+        leader_url: me.url.clone(),
+        framework_id: None,
+        marathon_config: marathon_config(&flags, &hostname, &compat, ha_enabled),
+        zookeeper_config: zookeeper_config(&flags),
+        http_config: json!({
+            "http_port": http_port.unwrap_or(flags.http_port),
+            "https_port": https_port.unwrap_or(flags.https_port),
+        }),
+    };
+
+    let election = match (&zk, ha_enabled) {
+        (Some(zk), true) => Some(ha::Election::start(zk.clone(), me.clone())),
+        _ => None,
+    };
+    let abdicate = Arc::new(tokio::sync::Notify::new());
+    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let prober = pacer_health::Prober::new(
+        pacer_health::ProbeKinds::builtin(),
+        flags.max_concurrent_marathon_health_checks,
+        probe_tx,
+    );
+    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+    let bus = pacer_api::events::EventBus::new(flags.event_stream_max_outstanding_messages);
+    let setup = ApiSetup {
+        info,
+        callbacks_enabled,
+        options: http_options(&flags),
+        metric_sources: vec![Arc::new(ProbeMetrics(prober.stats()))],
+        log_control: Some(Arc::new(logs)),
+        ha: election.as_ref().map(|e| HaSetup {
+            role: e.role.clone(),
+            abdicate: abdicate.clone(),
+            proxy_connect_timeout: Duration::from_millis(flags.leader_proxy_connection_timeout),
+            proxy_read_timeout: Duration::from_millis(flags.leader_proxy_read_timeout),
+        }),
+    };
+    let api = ApiContext::new(cmd_tx, bus, setup);
+    let app = pacer_api::router(api.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    let mut listeners = Some((http, https));
+    // With an election the API serves at once: a standby proxies to the leader. A single Pacer
+    // serves only once its state is loaded.
+    if election.is_some() {
+        let (http, https) = listeners.take().expect("listeners not used yet");
+        serve(&app, http, https, &stop_rx, &mut servers, &me).map_err(Stop::Failed)?;
+    }
+    let leadership = match &election {
+        None => None,
+        Some(e) => tokio::select! {
+            won = e.win() => Some(Arc::new(won.map_err(Stop::LeadershipEnded)?)),
+            _ = shutdown_signal() => {
+                info!(message = "Stopped while standing by.");
+                return Ok(());
+            }
+            Some(r) = servers.join_next() => return Err(Stop::Failed(server_ended(r))),
+        },
+    };
+    let mut lost = match (&election, &leadership) {
+        (Some(e), Some(l)) => Some(e.watch_session(l.clone())),
+        _ => None,
+    };
+
+    let core =
+        tokio::task::block_in_place(|| load_core(&flags, store.as_ref())).map_err(Stop::Failed)?;
+    let (event_tx, event_rx) = mpsc::unbounded_channel::<ClusterEvent>();
+    let sink: ClusterEventSink = Arc::new(move |ev| {
+        let _ = event_tx.send(ev);
+    });
+    let cluster = start_local_agent(local, sink, election.is_some())
+        .await
+        .map_err(Stop::Failed)?;
+
+    let runtime = runtime::Runtime {
+        core,
+        store: store.clone(),
+        cluster,
+        api: api.clone(),
+        prober,
+        role: election.as_ref().map(|e| e.role.clone()),
+    };
+    let mut scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
+    if callbacks_enabled {
+        let config = callbacks::CallbackConfig {
+            request_timeout: Duration::from_millis(flags.http_event_request_timeout),
+            slow_consumer_timeout: Duration::from_millis(
+                flags.http_event_callback_slow_consumer_timeout,
+            ),
+        };
+        tokio::spawn(callbacks::run(api.clone(), config));
+        for url in &flags.http_endpoints {
+            api.submit(pacer_core::machine::Command::Subscribe { url: url.clone() })
+                .await
+                .map_err(|e| Stop::Failed(anyhow::anyhow!("cannot subscribe {url}: {e:?}")))?;
+        }
+    }
+    // The local backend is this machine: Pacer is registered as soon as it runs.
+    api.events.publish(
+        "scheduler_registered_event",
+        json!({"frameworkId": "local", "master": "local"}),
+        pacer_api::now(),
+    );
+    if let Some((http, https)) = listeners.take() {
+        serve(&app, http, https, &stop_rx, &mut servers, &me).map_err(Stop::Failed)?;
+    }
+    if let Some(e) = &election {
+        e.serving();
+    }
+
+    let lost_leadership = async {
+        match &mut lost {
+            Some(rx) => rx.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        r = &mut scheduler => {
+            let e = match r {
+                Err(e) => anyhow::Error::from(e).context("scheduler task panicked"),
+                Ok(Err(e)) => anyhow::Error::from(e).context("scheduler stopped"),
+                Ok(Ok(())) => anyhow::anyhow!("scheduler loop ended unexpectedly"),
+            };
+            if let Some(l) = &leadership {
+                // Typically a write refused because the latch is gone. Either way, a leader that
+                // cannot write steps down so that a standby takes over at once.
+                l.release().await;
+                return Err(Stop::LeadershipEnded(e));
+            }
+            return Err(Stop::Failed(e));
+        }
+        Some(r) = servers.join_next() => return Err(Stop::Failed(server_ended(r))),
+        why = lost_leadership => {
+            // Another Pacer may lead already: stop acting at once, no graceful drain.
+            let why = why.unwrap_or_else(|| "the session watcher stopped".into());
+            return Err(Stop::LeadershipEnded(anyhow::anyhow!("leadership lost: {why}")));
+        }
+        _ = abdicate.notified() => {
+            if let Some(l) = &leadership {
+                l.release().await;
+            }
+            return Err(Stop::LeadershipEnded(anyhow::anyhow!(
+                "leadership abdicated (DELETE /v2/leader)"
+            )));
+        }
+    }
+    // Stop accepting, end event streams, and give requests in flight their time.
+    let grace = Duration::from_millis(flags.graceful_shutdown_timeout);
+    info!(
+        message = "Shutting down.",
+        grace_ms = flags.graceful_shutdown_timeout
+    );
+    let _ = stop_tx.send(true);
+    api.events.close();
+    let drained = tokio::time::timeout(grace, async {
+        while let Some(r) = servers.join_next().await {
+            if let Ok(Err(e)) = r {
+                warn!(message = "HTTP server failed while stopping.", error = %e);
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(message = "Requests still in flight when the graceful shutdown timeout ran out.");
+    }
+    // Hand over at once instead of after the session timeout.
+    if let Some(l) = &leadership {
+        l.release().await;
+        info!(message = "Leadership released.");
+    }
+    info!(message = "Pacer stopped; tasks keep running and are re-adopted at the next start.");
+    Ok(())
+}
+
+fn server_ended(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match r {
+        Err(e) => anyhow::Error::from(e).context("HTTP server panicked"),
+        Ok(Err(e)) => anyhow::Error::from(e).context("HTTP server failed"),
+        Ok(Ok(())) => anyhow::anyhow!("HTTP server stopped unexpectedly"),
+    }
+}
+
+fn http_options(flags: &Flags) -> HttpOptions {
+    HttpOptions {
+        credentials: flags.http_credentials.clone(),
+        realm: flags.http_realm.clone(),
+        max_concurrent_requests: flags.http_max_concurrent_requests,
+        max_body_bytes: flags.http_max_request_body_bytes,
+        cors_origins: flags
+            .access_control_allow_origin
+            .iter()
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect(),
+        compression: flags.http_compression,
+        metrics_enabled: flags.metrics,
+        metrics_prometheus_path: flags.metrics_prometheus,
+        metrics_prefix: flags.metrics_name_prefix.clone(),
+    }
+}
+
+/// The core with the state recovered from the store.
+fn load_core(flags: &Flags, store: &dyn Store) -> anyhow::Result<Scheduler> {
     let config = Config {
         default_role: flags.mesos_role.clone(),
         features: flags
@@ -320,8 +563,8 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Re
     getrandom::getrandom(&mut seed)
         .map_err(|e| anyhow::anyhow!("cannot read random bytes for ids: {e}"))?;
     let mut core = Scheduler::new(config, u64::from_le_bytes(seed));
-    let entries =
-        tokio::task::block_in_place(|| store.scan("")).context("cannot read the store")?;
+    let started = std::time::Instant::now();
+    let entries = store.scan("").context("cannot read the store")?;
     let n = entries.len();
     core.restore(entries)
         .map_err(anyhow::Error::msg)
@@ -330,113 +573,54 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Re
         message = "State recovered.",
         records = n,
         apps = core.snapshot().apps.len(),
-        instances = core.snapshot().instances.len()
+        instances = core.snapshot().instances.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64
     );
+    Ok(core)
+}
 
-    let (event_tx, event_rx) = mpsc::unbounded_channel::<ClusterEvent>();
-    let sink: ClusterEventSink = Arc::new(move |ev| {
-        let _ = event_tx.send(ev);
-    });
-    let cluster = LocalCluster::start(local, sink).context("cannot start the local agent")?;
-
-    let http_port = http
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?
-        .map(|a| a.port());
-    let https_port = https
-        .as_ref()
-        .map(|(l, _)| l.local_addr())
-        .transpose()?
-        .map(|a| a.port());
-    let (scheme, port) = match (http_port, https_port) {
-        (Some(p), _) => ("http", p),
-        (None, Some(p)) => ("https", p),
-        (None, None) => anyhow::bail!("no listener configured"),
-    };
-    let leader = format!("{hostname}:{port}");
-    let info = ServerInfo {
-        leader: leader.clone(),
-        leader_url: format!("{scheme}://{leader}"),
-        framework_id: None,
-        marathon_config: marathon_config(&flags, &hostname, &compat),
-        zookeeper_config: zookeeper_config(&flags),
-        http_config: json!({
-            "http_port": http_port.unwrap_or(flags.http_port),
-            "https_port": https_port.unwrap_or(flags.https_port),
-        }),
-    };
-
-    let (probe_tx, probe_rx) = mpsc::unbounded_channel();
-    let prober = pacer_health::Prober::new(
-        pacer_health::ProbeKinds::builtin(),
-        flags.max_concurrent_marathon_health_checks,
-        probe_tx,
-    );
-    let (cmd_tx, cmd_rx) = mpsc::channel(1024);
-    let bus = pacer_api::events::EventBus::new(flags.event_stream_max_outstanding_messages);
-    let setup = ApiSetup {
-        info,
-        callbacks_enabled,
-        options: HttpOptions {
-            credentials: flags.http_credentials.clone(),
-            realm: flags.http_realm.clone(),
-            max_concurrent_requests: flags.http_max_concurrent_requests,
-            max_body_bytes: flags.http_max_request_body_bytes,
-            cors_origins: flags
-                .access_control_allow_origin
-                .iter()
-                .map(|o| o.trim().to_string())
-                .filter(|o| !o.is_empty())
-                .collect(),
-            compression: flags.http_compression,
-            metrics_enabled: flags.metrics,
-            metrics_prometheus_path: flags.metrics_prometheus,
-            metrics_prefix: flags.metrics_name_prefix.clone(),
-        },
-        metric_sources: vec![Arc::new(ProbeMetrics(prober.stats()))],
-        log_control: Some(Arc::new(logs)),
-    };
-    let api = ApiContext::new(cmd_tx, bus, setup);
-    let app = pacer_api::router(api.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-
-    let runtime = runtime::Runtime {
-        core,
-        store,
-        cluster,
-        api: api.clone(),
-        prober,
-    };
-    let mut scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
-    if callbacks_enabled {
-        let config = callbacks::CallbackConfig {
-            request_timeout: Duration::from_millis(flags.http_event_request_timeout),
-            slow_consumer_timeout: Duration::from_millis(
-                flags.http_event_callback_slow_consumer_timeout,
-            ),
-        };
-        tokio::spawn(callbacks::run(api.clone(), config));
-        for url in &flags.http_endpoints {
-            api.submit(pacer_core::machine::Command::Subscribe { url: url.clone() })
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot subscribe {url}: {e:?}"))?;
+/// Starts the local agent. After an election the previous leader (on this machine, sharing the
+/// data directory) may still hold the agent's lock while it stops; wait for it.
+async fn start_local_agent(
+    local: LocalConfig,
+    sink: ClusterEventSink,
+    wait_for_previous: bool,
+) -> anyhow::Result<Arc<LocalCluster>> {
+    let mut waited = Duration::ZERO;
+    let step = Duration::from_millis(50);
+    loop {
+        match LocalCluster::start(local.clone(), sink.clone()) {
+            Err(pacer_local::LocalError::Busy { path }) if wait_for_previous => {
+                if waited.as_millis() % 5000 == 0 {
+                    warn!(
+                        message = "Waiting for the previous leader's local agent to stop.",
+                        data_dir = %path.display(),
+                        waited_ms = waited.as_millis() as u64
+                    );
+                }
+                tokio::time::sleep(step).await;
+                waited += step;
+            }
+            r => return r.context("cannot start the local agent"),
         }
     }
-    // The local backend is this machine: Pacer is registered as soon as it runs.
-    api.events.publish(
-        "scheduler_registered_event",
-        json!({"frameworkId": "local", "master": "local"}),
-        pacer_api::now(),
-    );
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopping = move || {
-        let mut rx = stop_rx.clone();
+/// Serves the API on the listeners until `stop` turns true.
+fn serve(
+    app: &axum::Router,
+    http: Option<tokio::net::TcpListener>,
+    https: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    stop: &watch::Receiver<bool>,
+    servers: &mut tokio::task::JoinSet<std::io::Result<()>>,
+    me: &LeaderAddr,
+) -> anyhow::Result<()> {
+    let stopping = || {
+        let mut rx = stop.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
     };
-    let mut servers = tokio::task::JoinSet::new();
     if let Some(listener) = http {
         let addr = listener.local_addr()?;
         let svc = app
@@ -444,7 +628,7 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Re
             .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, svc).with_graceful_shutdown(stopping());
         servers.spawn(async move { server.await });
-        info!(message = "Pacer listening.", address = %format!("http://{addr}"), leader = %leader);
+        info!(message = "Pacer listening.", address = %format!("http://{addr}"), id = %me.id);
         eprintln!("pacer: listening on http://{addr}");
     }
     if let Some((listener, config)) = https {
@@ -452,44 +636,14 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> anyhow::Re
         let addr = listener.local_addr()?;
         // `tap_io` gives the listener axum's connect-info support for its peer address.
         let listener = tls::TlsListener::new(listener, config)?.tap_io(|_| {});
-        let svc = app.into_make_service_with_connect_info::<SocketAddr>();
+        let svc = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let server = axum::serve(listener, svc).with_graceful_shutdown(stopping());
         servers.spawn(async move { server.await });
-        info!(message = "Pacer listening.", address = %format!("https://{addr}"), leader = %leader);
+        info!(message = "Pacer listening.", address = %format!("https://{addr}"), id = %me.id);
         eprintln!("pacer: listening on https://{addr}");
     }
-
-    tokio::select! {
-        _ = shutdown_signal() => {}
-        r = &mut scheduler => {
-            r.context("scheduler task panicked")?.context("scheduler stopped")?;
-            anyhow::bail!("scheduler loop ended unexpectedly");
-        }
-        Some(r) = servers.join_next() => {
-            r.context("HTTP server panicked")?.context("HTTP server failed")?;
-            anyhow::bail!("HTTP server stopped unexpectedly");
-        }
-    }
-    // Stop accepting, end event streams, and give requests in flight their time.
-    let grace = Duration::from_millis(flags.graceful_shutdown_timeout);
-    info!(
-        message = "Shutting down.",
-        grace_ms = flags.graceful_shutdown_timeout
-    );
-    let _ = stop_tx.send(true);
-    api.events.close();
-    let drained = tokio::time::timeout(grace, async {
-        while let Some(r) = servers.join_next().await {
-            if let Ok(Err(e)) = r {
-                warn!(message = "HTTP server failed while stopping.", error = %e);
-            }
-        }
-    })
-    .await;
-    if drained.is_err() {
-        warn!(message = "Requests still in flight when the graceful shutdown timeout ran out.");
-    }
-    info!(message = "Pacer stopped; tasks keep running and are re-adopted at the next start.");
     Ok(())
 }
 
@@ -519,7 +673,12 @@ fn zookeeper_config(f: &Flags) -> serde_json::Value {
 
 /// `/v2/info`'s `marathon_config` with the values in force (compat flags as given, else
 /// Marathon's defaults).
-fn marathon_config(f: &Flags, hostname: &str, compat: &[(&str, String)]) -> serde_json::Value {
+fn marathon_config(
+    f: &Flags,
+    hostname: &str,
+    compat: &[(&str, String)],
+    ha: bool,
+) -> serde_json::Value {
     let given = |name: &str| -> serde_json::Value {
         let default = flags::COMPAT
             .iter()
@@ -551,8 +710,8 @@ fn marathon_config(f: &Flags, hostname: &str, compat: &[(&str, String)]) -> serd
         "failover_timeout": f.failover_timeout,
         "features": f.enable_features,
         "framework_name": f.framework_name,
-        // A single Pacer on the embedded store: no election takes place.
-        "ha": false,
+        // Whether an election takes place (`--zk` without `--disable_ha`).
+        "ha": ha,
         "hostname": hostname,
         "launch_token": f.launch_tokens,
         "launch_token_refresh_interval": f.launch_token_refresh_interval,

@@ -2,6 +2,7 @@
 //! and timer firings — and executes the effects it returns, in order. Writes are made durable
 //! before anything that depends on them is done; API callers are answered only after that.
 
+use pacer_api::leader::Role;
 use pacer_api::{now, ApiContext, ApiPost, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::events::Event;
@@ -20,6 +21,9 @@ pub struct Runtime {
     pub cluster: Arc<dyn Cluster>,
     pub api: Arc<ApiContext>,
     pub prober: Prober,
+    /// With leader election: while the role is `Suspended` nothing is done (no writes, no
+    /// launches or kills); inputs wait in their channels.
+    pub role: Option<tokio::sync::watch::Receiver<Role>>,
 }
 
 /// The core could not make a write durable outside a command: state in memory is ahead of the
@@ -179,7 +183,20 @@ impl Runtime {
         let mut wanted = false;
         let mut revive_needed = true;
         let mut queued_seen = self.core.queued_total();
+        let mut role = self.role.take();
         loop {
+            if let Some(rx) = &mut role {
+                if *rx.borrow_and_update() == Role::Suspended {
+                    warn!(
+                        message = "Scheduler suspended: no state changes until ZooKeeper is back."
+                    );
+                    if rx.wait_for(|r| *r != Role::Suspended).await.is_err() {
+                        return Ok(());
+                    }
+                    info!(message = "Scheduler resumed.");
+                    revive_needed = true;
+                }
+            }
             let t = now();
             // New work (e.g. a replacement queued by a status update) revives even when offers
             // were already wanted: an offer declined just before may have filtered them.
@@ -200,7 +217,18 @@ impl Runtime {
                 }
                 None => Duration::from_secs(3600),
             };
+            let role_changed = async {
+                match &mut role {
+                    Some(rx) => {
+                        if rx.changed().await.is_err() {
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                _ = role_changed => {}
                 req = commands.recv() => match req {
                     Some(req) => {
                         self.handle_command(req);

@@ -44,6 +44,10 @@ pub enum LocalError {
     },
     #[error("cannot determine this machine's resources: {0}")]
     Resources(String),
+    /// Another process runs a local agent on the same data directory (for instance the Pacer
+    /// that led before, still shutting down).
+    #[error("another Pacer's local agent is using {}", path.display())]
+    Busy { path: PathBuf },
 }
 
 /// The local agent. Implements [`Cluster`]; every call returns at once and its outcome arrives
@@ -55,6 +59,9 @@ pub struct LocalCluster {
     agent_id: AgentId,
     hostname: String,
     data_dir: PathBuf,
+    /// An exclusive `flock` on `<data_dir>/local/agent.lock`, held for the agent's lifetime: two
+    /// agents on one directory would both supervise (and reap) the same tasks.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl LocalCluster {
@@ -82,6 +89,23 @@ impl LocalCluster {
             .data_dir
             .canonicalize()
             .map_err(data_dir_err(&config.data_dir))?;
+        let lock_path = data_dir.join("local").join("agent.lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(data_dir_err(&lock_path))?;
+        let lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| match errno {
+                nix::errno::Errno::EWOULDBLOCK => LocalError::Busy {
+                    path: data_dir.clone(),
+                },
+                e => LocalError::DataDir {
+                    path: lock_path.clone(),
+                    source: e.into(),
+                },
+            })?;
         let measured = config::measure(&config, &data_dir).map_err(LocalError::Resources)?;
 
         let agent_id = config.effective_agent_id();
@@ -135,6 +159,7 @@ impl LocalCluster {
             agent_id,
             hostname: config.hostname,
             data_dir,
+            _lock: lock,
         }))
     }
 

@@ -93,7 +93,17 @@ pub(crate) async fn connect(
 }
 
 /// A runtime owned by the store: the client's tasks live here, whatever thread calls.
-pub(crate) struct Runtime(tokio::runtime::Runtime);
+pub(crate) struct Runtime(Option<tokio::runtime::Runtime>);
+
+impl Drop for Runtime {
+    // A store may be dropped from async code (e.g. the daemon's own runtime); a blocking
+    // shutdown would panic there.
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 impl Runtime {
     pub(crate) fn new() -> std::io::Result<Self> {
@@ -102,7 +112,7 @@ impl Runtime {
             .thread_name("pacer-zk")
             .enable_all()
             .build()
-            .map(Runtime)
+            .map(|rt| Runtime(Some(rt)))
     }
 
     /// Runs `f` on the store's runtime and waits for it, from sync code or from inside another
@@ -112,7 +122,8 @@ impl Runtime {
         f: impl std::future::Future<Output = T> + Send + 'static,
     ) -> T {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.0.spawn(async move {
+        let rt = self.0.as_ref().expect("runtime present until dropped");
+        rt.spawn(async move {
             let _ = tx.send(f.await);
         });
         rx.recv().expect("the ZooKeeper runtime stopped")

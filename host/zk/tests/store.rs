@@ -145,3 +145,85 @@ fn fenced_writes_fail_once_the_latch_is_gone() {
     assert!(matches!(err, StoreError::Fenced(_)), "{err}");
     assert_eq!(s.get("app//a").unwrap(), Some(b"1".to_vec()));
 }
+
+#[test]
+fn one_leader_at_a_time_and_a_deposed_leaders_writes_are_fenced() {
+    use pacer_zk::election::{contend, current_leader, follow_leader, LeaderRecord};
+    let zk = ZkCluster::start(1);
+    let url = ZkUrl::parse(&zk.url("/election/pacer")).unwrap();
+    let connect = || ZkStore::connect(&url, Duration::from_secs(4), ZkStoreConfig::default());
+    let (a, b, observer) = (connect().unwrap(), connect().unwrap(), connect().unwrap());
+    let rec = |n: u16| LeaderRecord {
+        id: format!("host:{n}"),
+        url: format!("http://host:{n}"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, mut seen) = tokio::sync::watch::channel(None);
+        tokio::spawn(follow_leader(observer.client(), tx));
+
+        let a_leads = contend(&a.client(), &rec(1)).await.unwrap();
+        a.set_fence(Some(a_leads.fence()));
+        seen.wait_for(|l| *l == Some(rec(1))).await.unwrap();
+        // B waits while A holds the latch.
+        let b_client = b.client();
+        let mut b_contends = tokio::spawn(async move { contend(&b_client, &rec(2)).await });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), &mut b_contends)
+                .await
+                .is_err(),
+            "B must not lead while A does"
+        );
+        assert_eq!(
+            current_leader(&observer.client()).await.unwrap(),
+            Some(rec(1))
+        );
+
+        // A's latch disappears behind its back (as when its session expires while it is
+        // paused): B takes over, and A's writes are refused from then on.
+        let a_path = a_leads.latch_path().to_string();
+        observer.client().delete(&a_path, None).await.unwrap();
+        let b_leads = tokio::time::timeout(Duration::from_secs(5), b_contends)
+            .await
+            .expect("B leads once A's latch is gone")
+            .unwrap()
+            .unwrap();
+        b.set_fence(Some(b_leads.fence()));
+        seen.wait_for(|l| *l == Some(rec(2))).await.unwrap();
+        assert!(!a_leads.still_held().await.unwrap());
+        let a_write = tokio::task::block_in_place(|| {
+            a.apply(&[StoreOp::Put {
+                key: "app//x".into(),
+                value: b"from A".to_vec(),
+            }])
+        });
+        assert!(matches!(a_write, Err(StoreError::Fenced(_))), "{a_write:?}");
+        tokio::task::block_in_place(|| {
+            b.apply(&[StoreOp::Put {
+                key: "app//x".into(),
+                value: b"from B".to_vec(),
+            }])
+        })
+        .unwrap();
+
+        // A clean release hands over at once: C leads without waiting for B's session.
+        let c = connect().unwrap();
+        let c_client = c.client();
+        let c_contends = tokio::spawn(async move { contend(&c_client, &rec(3)).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        b_leads.release().await;
+        let started = std::time::Instant::now();
+        let _c_leads = tokio::time::timeout(Duration::from_secs(2), c_contends)
+            .await
+            .expect("C leads right after B releases")
+            .unwrap()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        seen.wait_for(|l| *l == Some(rec(3))).await.unwrap();
+    });
+    assert_eq!(b.get("app//x").unwrap(), Some(b"from B".to_vec()));
+}
