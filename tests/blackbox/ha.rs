@@ -338,3 +338,58 @@ fn a_frozen_leader_is_replaced_and_its_late_writes_are_fenced() {
     assert_eq!(r.status, 200, "{}", r.text);
     ps[1].wait_running("/ha/frozen", 2);
 }
+
+#[test]
+fn zookeeper_failures_suspend_the_leader_and_lose_nothing() {
+    // The ensemble's own leader dies: ZooKeeper elects another within a second, sessions
+    // survive, and Pacer keeps (or quickly regains) a leader with everything intact.
+    let mut zk = ZkCluster::start(3);
+    let url = zk.url("/pacer-zkfail");
+    let flags = ["--zk", url.as_str(), "--zk_session_timeout", "4000"];
+    let a = Pacer::start(&flags);
+    let b = Pacer::start_sharing(&a, &flags);
+    let mut ps = vec![a, b];
+    let l = wait_leader(&mut ps, Duration::from_secs(30));
+    let r = ps[l].post(
+        "/v2/apps",
+        r#"{"id": "/ha/kept", "cmd": "sleep 600", "cpus": 0.01, "mem": 8, "instances": 2}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let kept = task_ids(&ps[l].wait_running("/ha/kept", 2));
+    zk.leader().expect("an ensemble leader").kill();
+    let l = wait_leader(&mut ps, Duration::from_secs(30));
+    let r = wait_for("a write to succeed again", Duration::from_secs(30), || {
+        let r = ps[l].post(
+            "/v2/apps",
+            r#"{"id": "/ha/after", "cmd": "sleep 600", "cpus": 0.01, "mem": 8}"#,
+        );
+        (r.status != 503).then_some(r)
+    });
+    assert_eq!(r.status, 201, "{}", r.text);
+    ps[l].wait_running("/ha/after", 1);
+    assert_eq!(task_ids(&ps[l].wait_running("/ha/kept", 2)), kept);
+
+    // The only server goes away: the leader suspends at once (503, nothing changes), and
+    // resumes as the same leader when the server is back within the session timeout.
+    let mut zk1 = ZkCluster::start(1);
+    let url = zk1.url("/pacer-suspend");
+    let mut p = Pacer::start(&["--zk", &url, "--zk_session_timeout", "10000"]);
+    wait_leader(std::slice::from_mut(&mut p), Duration::from_secs(30));
+    let app = r#"{"id": "/ha/later", "cmd": "sleep 600", "cpus": 0.01, "mem": 8}"#;
+    zk1.nodes[0].kill();
+    wait_for("the leader to suspend", Duration::from_secs(10), || {
+        (p.get("/leader/health").status == 503).then_some(())
+    });
+    let r = p.post("/v2/apps", app);
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.body["message"].as_str().unwrap().contains("suspended"), "{}", r.text);
+    zk1.nodes[0].restart();
+    wait_for("the leader to resume", Duration::from_secs(20), || {
+        (p.get("/leader/health").status == 200).then_some(())
+    });
+    assert!(p.is_running(), "the same process resumed");
+    let r = p.post("/v2/apps", app);
+    assert_eq!(r.status, 201, "{}", r.text);
+    p.wait_running("/ha/later", 1);
+    assert!(p.log_text().contains("suspended"));
+}

@@ -25,6 +25,8 @@ const BUCKETS: u64 = 16;
 /// ZooKeeper's default `jute.maxbuffer` is 1 MiB − 1 for a whole request; keep a margin for
 /// paths and framing.
 const MAX_REQUEST_BYTES: usize = 1_000_000;
+/// Pause before trying an idempotent operation again after a lost connection.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Nodes read per multi-read while scanning.
 const SCAN_CHUNK: usize = 500;
 
@@ -103,15 +105,27 @@ impl ZkStore {
         *self.fence.lock().expect("fence lock") = fence;
     }
 
-    fn run<T: Send + 'static>(
-        &self,
-        action: &'static str,
-        f: impl std::future::Future<Output = Result<T, zk::Error>> + Send + 'static,
-    ) -> Result<T, StoreError> {
+    /// Runs an idempotent operation (a read, or a create that tolerates `NodeExists`), trying
+    /// again while the connection is lost (e.g. while the ensemble elects a new leader), up to
+    /// `--zk_timeout` in all.
+    fn run<T, F, Fut>(&self, action: &'static str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<T, zk::Error>> + Send + 'static,
+    {
         let timeout = self.config.op_timeout;
         self.rt
             .run(async move {
-                tokio::time::timeout(timeout, f)
+                let attempts = async {
+                    loop {
+                        match f().await {
+                            Err(zk::Error::ConnectionLoss) => tokio::time::sleep(RETRY_PAUSE).await,
+                            r => return r,
+                        }
+                    }
+                };
+                tokio::time::timeout(timeout, attempts)
                     .await
                     .unwrap_or(Err(zk::Error::Timeout))
             })
@@ -170,15 +184,19 @@ impl ZkStore {
         }
         let client = self.client.clone();
         let created = missing.clone();
-        self.run("create directories", async move {
-            let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-            for d in &created {
-                match client.mkdir(d, &options).await {
-                    Ok(()) | Err(zk::Error::NodeExists) => {}
-                    Err(e) => return Err(e),
+        self.run("create directories", move || {
+            let client = client.clone();
+            let created = created.clone();
+            async move {
+                let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+                for d in &created {
+                    match client.mkdir(d, &options).await {
+                        Ok(()) | Err(zk::Error::NodeExists) => {}
+                        Err(e) => return Err(e),
+                    }
                 }
+                Ok(())
             }
-            Ok(())
         })?;
         self.dirs.lock().expect("dirs lock").extend(missing);
         Ok(())
@@ -188,23 +206,27 @@ impl ZkStore {
     fn versions(&self, paths: &[String]) -> Result<Vec<Option<(i32, Vec<u8>)>>, StoreError> {
         let client = self.client.clone();
         let paths = paths.to_vec();
-        self.run("read current versions", async move {
-            let mut reader = client.new_multi_reader();
-            for p in &paths {
-                reader.add_get_data(p)?;
+        self.run("read current versions", move || {
+            let client = client.clone();
+            let paths = paths.clone();
+            async move {
+                let mut reader = client.new_multi_reader();
+                for p in &paths {
+                    reader.add_get_data(p)?;
+                }
+                let results = reader.commit().await?;
+                results
+                    .into_iter()
+                    .map(|r| match r {
+                        zk::MultiReadResult::Data { data, stat } => Ok(Some((stat.version, data))),
+                        zk::MultiReadResult::Error {
+                            err: zk::Error::NoNode,
+                        } => Ok(None),
+                        zk::MultiReadResult::Error { err } => Err(err),
+                        _ => Err(zk::Error::UnexpectedError("children in a data read".into())),
+                    })
+                    .collect()
             }
-            let results = reader.commit().await?;
-            results
-                .into_iter()
-                .map(|r| match r {
-                    zk::MultiReadResult::Data { data, stat } => Ok(Some((stat.version, data))),
-                    zk::MultiReadResult::Error {
-                        err: zk::Error::NoNode,
-                    } => Ok(None),
-                    zk::MultiReadResult::Error { err } => Err(err),
-                    _ => Err(zk::Error::UnexpectedError("children in a data read".into())),
-                })
-                .collect()
         })
     }
 }
@@ -397,11 +419,15 @@ impl Store for ZkStore {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let (_, path) = node_path(key);
         let client = self.client.clone();
-        let data = self.run("read a record", async move {
-            match client.get_data(&path).await {
-                Ok((data, _)) => Ok(Some(data)),
-                Err(zk::Error::NoNode) => Ok(None),
-                Err(e) => Err(e),
+        let data = self.run("read a record", move || {
+            let client = client.clone();
+            let path = path.clone();
+            async move {
+                match client.get_data(&path).await {
+                    Ok((data, _)) => Ok(Some(data)),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(e),
+                }
             }
         })?;
         data.map(|d| Self::decode(key, &d)).transpose()
@@ -412,11 +438,14 @@ impl Store for ZkStore {
         // scans that fit one multi-read; scans at start-up are larger but nothing writes then).
         for _attempt in 0..20 {
             let client = self.client.clone();
-            let categories = self.run("list categories", async move {
-                match client.list_children(STATE).await {
-                    Ok(c) => Ok(c),
-                    Err(zk::Error::NoNode) => Ok(Vec::new()),
-                    Err(e) => Err(e),
+            let categories = self.run("list categories", move || {
+                let client = client.clone();
+                async move {
+                    match client.list_children(STATE).await {
+                        Ok(c) => Ok(c),
+                        Err(zk::Error::NoNode) => Ok(Vec::new()),
+                        Err(e) => Err(e),
+                    }
                 }
             })?;
             let mut dirs: Vec<(String, String)> = Vec::new(); // (category node, dir path)
@@ -451,15 +480,20 @@ impl Store for ZkStore {
             let client = self.client.clone();
             let paths: Vec<String> = wanted.iter().map(|(_, p)| p.clone()).collect();
             let dir_paths: Vec<String> = dirs.iter().map(|(_, d)| d.clone()).collect();
-            let results = self.run("read records", async move {
-                let mut r = client.new_multi_reader();
-                for p in &paths {
-                    r.add_get_data(p)?;
+            let results = self.run("read records", move || {
+                let client = client.clone();
+                let paths = paths.clone();
+                let dir_paths = dir_paths.clone();
+                async move {
+                    let mut r = client.new_multi_reader();
+                    for p in &paths {
+                        r.add_get_data(p)?;
+                    }
+                    for d in &dir_paths {
+                        r.add_get_children(d)?;
+                    }
+                    r.commit().await
                 }
-                for d in &dir_paths {
-                    r.add_get_children(d)?;
-                }
-                r.commit().await
             })?;
             let (data, relisted) = results.split_at(wanted.len());
             let same_listing = relisted.iter().zip(&listing).all(|(r, before)| match r {
@@ -535,23 +569,27 @@ impl ZkStore {
     fn list_dirs(&self, dirs: &[(String, String)]) -> Result<Vec<Option<Vec<String>>>, StoreError> {
         let client = self.client.clone();
         let paths: Vec<String> = dirs.iter().map(|(_, d)| d.clone()).collect();
-        self.run("list records", async move {
-            let mut r = client.new_multi_reader();
-            for p in &paths {
-                r.add_get_children(p)?;
+        self.run("list records", move || {
+            let client = client.clone();
+            let paths = paths.clone();
+            async move {
+                let mut r = client.new_multi_reader();
+                for p in &paths {
+                    r.add_get_children(p)?;
+                }
+                r.commit()
+                    .await?
+                    .into_iter()
+                    .map(|res| match res {
+                        zk::MultiReadResult::Children { children } => Ok(Some(children)),
+                        zk::MultiReadResult::Error {
+                            err: zk::Error::NoNode,
+                        } => Ok(None),
+                        zk::MultiReadResult::Error { err } => Err(err),
+                        _ => Err(zk::Error::UnexpectedError("data in a listing".into())),
+                    })
+                    .collect()
             }
-            r.commit()
-                .await?
-                .into_iter()
-                .map(|res| match res {
-                    zk::MultiReadResult::Children { children } => Ok(Some(children)),
-                    zk::MultiReadResult::Error {
-                        err: zk::Error::NoNode,
-                    } => Ok(None),
-                    zk::MultiReadResult::Error { err } => Err(err),
-                    _ => Err(zk::Error::UnexpectedError("data in a listing".into())),
-                })
-                .collect()
         })
     }
 
