@@ -106,6 +106,22 @@ fn one_leader_serves_and_standbys_proxy_to_it() {
         assert_eq!(info["leader"], leader_id.as_str());
         assert_eq!(info["marathon_config"]["ha"], true);
     }
+    // Leader discovery for scripts and clients, straight from ZooKeeper.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pacer"))
+        .args(["leader", "--zk", &url])
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        found,
+        serde_json::json!({"leader": leader_id, "url": leader_url})
+    );
     let r = standby.get("/leader/health");
     assert_eq!(r.status, 503);
     assert_eq!(
@@ -382,7 +398,11 @@ fn zookeeper_failures_suspend_the_leader_and_lose_nothing() {
     });
     let r = p.post("/v2/apps", app);
     assert_eq!(r.status, 503, "{}", r.text);
-    assert!(r.body["message"].as_str().unwrap().contains("suspended"), "{}", r.text);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("suspended"),
+        "{}",
+        r.text
+    );
     zk1.nodes[0].restart();
     wait_for("the leader to resume", Duration::from_secs(20), || {
         (p.get("/leader/health").status == 200).then_some(())

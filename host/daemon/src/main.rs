@@ -36,6 +36,9 @@ fn main() -> std::process::ExitCode {
         if tool == "backup" || tool == "restore" {
             return store_tool(&tool, args.split_off(2), &args[0]);
         }
+        if tool == "leader" {
+            return leader_tool(args.split_off(2), &args[0]);
+        }
     }
     let parsed = match flags::parse(args, std::env::vars_os()) {
         Ok(p) => p,
@@ -135,6 +138,43 @@ fn store_tool(
         }
         Err(e) => {
             eprintln!("pacer {tool}: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// `pacer leader --zk URL`: prints the current leader as JSON (`{"leader","url"}`), for scripts
+/// and clients that want to talk to the leader directly. Exit 1 when nobody leads.
+fn leader_tool(rest: Vec<std::ffi::OsString>, program: &std::ffi::OsStr) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let argv = std::iter::once(program.to_os_string()).chain(rest);
+    let parsed = match flags::parse(argv, std::env::vars_os()) {
+        Ok(p) => p,
+        Err(e) => return ExitCode::from(e.print_and_exit_code()),
+    };
+    if !parsed.use_zk {
+        eprintln!("pacer: usage: pacer leader --zk zk://host:port/path");
+        return ExitCode::from(flags::EXIT_BAD_FLAGS);
+    }
+    let found = open_store(&parsed).and_then(|(_, zk)| {
+        let client = zk.expect("--zk opens a ZooKeeper store").client();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(pacer_zk::election::current_leader(&client))
+            .map_err(|e| anyhow::anyhow!("cannot read the leader: {e}"))
+    });
+    match found {
+        Ok(Some(l)) => {
+            println!("{}", json!({"leader": l.id, "url": l.url}));
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("pacer: no leader is elected");
+            ExitCode::from(EXIT_FAILED)
+        }
+        Err(e) => {
+            eprintln!("pacer leader: {e:#}");
             ExitCode::from(EXIT_FAILED)
         }
     }
@@ -371,7 +411,11 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         }),
     };
     let api = ApiContext::new(cmd_tx, bus, setup);
-    let app = pacer_api::router(api.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+    // 5xx answers are expected at times (a standby's /leader/health, a suspended leader) and are
+    // counted on /metrics; logging each as an error would drown real ones.
+    let trace = tower_http::trace::TraceLayer::new_for_http()
+        .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG));
+    let app = pacer_api::router(api.clone()).layer(trace);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
