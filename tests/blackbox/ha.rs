@@ -12,14 +12,22 @@ use std::time::{Duration, Instant};
 const SESSION_MS: &str = "2000";
 
 fn ha_flags(url: &str) -> Vec<String> {
-    ["--zk", url, "--zk_session_timeout", SESSION_MS]
+    ha_flags_with(url, SESSION_MS)
+}
+
+fn ha_flags_with(url: &str, session_ms: &str) -> Vec<String> {
+    ["--zk", url, "--zk_session_timeout", session_ms]
         .iter()
         .map(|s| s.to_string())
         .collect()
 }
 
 fn start_three(url: &str) -> Vec<Pacer> {
-    let flags = ha_flags(url);
+    start_three_with(url, SESSION_MS)
+}
+
+fn start_three_with(url: &str, session_ms: &str) -> Vec<Pacer> {
+    let flags = ha_flags_with(url, session_ms);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let a = Pacer::start(&flags);
     let b = Pacer::start_sharing(&a, &flags);
@@ -89,7 +97,8 @@ fn task_ids(tasks: &[Value]) -> BTreeSet<String> {
 fn one_leader_serves_and_standbys_proxy_to_it() {
     let zk = ZkCluster::start(3);
     let url = zk.url("/pacer-proxy");
-    let mut ps = start_three(&url);
+    // Sessions as long as the ensemble allows (20 ticks): only a clean hand-over is quick.
+    let mut ps = start_three_with(&url, "10000");
     let l = wait_leader(&mut ps, Duration::from_secs(30));
     let s = (l + 1) % 3;
     let (leader, standby) = (&ps[l], &ps[s]);
@@ -195,14 +204,9 @@ fn one_leader_serves_and_standbys_proxy_to_it() {
     assert_eq!(r.body["message"], "Leadership abdicated");
     let status = ps[l].wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(103), "{}", ps[l].log_text());
-    let started = Instant::now();
-    let l2 = wait_leader(&mut ps, Duration::from_secs(15));
+    // Well inside the 10 s session timeout: the latch was deleted, not left to expire.
+    let l2 = wait_leader(&mut ps, Duration::from_secs(8));
     assert_ne!(l2, l);
-    assert!(
-        started.elapsed() < Duration::from_millis(1800),
-        "a clean hand-over does not wait for the {SESSION_MS} ms session timeout: {:?}",
-        started.elapsed()
-    );
     let after = ps[l2].wait_running("/ha/web", 1);
     assert_eq!(
         task_ids(&after),

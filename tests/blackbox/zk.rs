@@ -103,3 +103,22 @@ fn an_embedded_installation_moves_to_zookeeper_with_its_tasks() {
         p.log_text().contains("zookeeper at zk://").then_some(())
     });
 }
+
+#[test]
+fn an_unreachable_ensemble_stops_start_up_within_the_connection_timeout() {
+    // Port 1 on loopback: nothing listens there.
+    let (code, err) = pacer_refuses(
+        &[
+            "--zk",
+            "zk://127.0.0.1:1/pacer",
+            "--zk_connection_timeout",
+            "1000",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot use ZooKeeper at zk://127.0.0.1:1/pacer"),
+        "{err}"
+    );
+}

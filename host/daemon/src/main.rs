@@ -191,6 +191,7 @@ fn open_store(parsed: &Parsed) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<pac
             compression: f.zk_compression,
             compression_threshold: f.zk_compression_threshold,
             op_timeout: Duration::from_millis(f.zk_timeout),
+            connect_timeout: Duration::from_millis(f.zk_connection_timeout),
         };
         let store =
             pacer_zk::ZkStore::connect(&url, Duration::from_millis(f.zk_session_timeout), config)

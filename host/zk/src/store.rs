@@ -37,6 +37,8 @@ pub struct ZkStoreConfig {
     pub compression_threshold: usize,
     /// Per operation (`--zk_timeout`).
     pub op_timeout: Duration,
+    /// For the first connection to the ensemble (`--zk_connection_timeout`).
+    pub connect_timeout: Duration,
 }
 
 impl Default for ZkStoreConfig {
@@ -46,6 +48,7 @@ impl Default for ZkStoreConfig {
             compression: true,
             compression_threshold: 65_536,
             op_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -82,8 +85,13 @@ impl ZkStore {
         config: ZkStoreConfig,
     ) -> Result<Self, StoreError> {
         let rt = Runtime::new().map_err(|e| remote("start the ZooKeeper client", e))?;
+        let (url_, limit) = (url.clone(), config.connect_timeout);
         let client = rt
-            .run(crate::conn::connect(url.clone(), session_timeout))
+            .run(async move {
+                tokio::time::timeout(limit, crate::conn::connect(url_, session_timeout))
+                    .await
+                    .unwrap_or(Err(zk::Error::Timeout))
+            })
             .map_err(|e| remote("connect to ZooKeeper", e))?;
         Ok(ZkStore {
             rt,

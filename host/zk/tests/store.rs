@@ -216,13 +216,11 @@ fn one_leader_at_a_time_and_a_deposed_leaders_writes_are_fenced() {
         let c_contends = tokio::spawn(async move { contend(&c_client, &rec(3)).await });
         tokio::time::sleep(Duration::from_millis(200)).await;
         b_leads.release().await;
-        let started = std::time::Instant::now();
         let _c_leads = tokio::time::timeout(Duration::from_secs(2), c_contends)
             .await
-            .expect("C leads right after B releases")
+            .expect("C leads right after B releases, long before B's 4 s session would expire")
             .unwrap()
             .unwrap();
-        assert!(started.elapsed() < Duration::from_secs(2));
         seen.wait_for(|l| *l == Some(rec(3))).await.unwrap();
     });
     assert_eq!(b.get("app//x").unwrap(), Some(b"from B".to_vec()));
