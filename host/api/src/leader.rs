@@ -261,7 +261,9 @@ async fn forward(
     }
     let via = ctx.via();
     append(&mut headers, "x-marathon-via", &via);
-    append(&mut headers, "x-forwarded-for", &client_ip);
+    if !client_ip.is_empty() {
+        append(&mut headers, "x-forwarded-for", &client_ip);
+    }
     if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
         headers.insert(header::HOST, v);
     }

@@ -12,6 +12,7 @@ use pacer_api::leader::{LeaderAddr, Role};
 use pacer_zk::election::{self, LeaderRecord, Leadership};
 use pacer_zk::SessionState;
 use pacer_zk::ZkStore;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -33,6 +34,9 @@ pub struct Election {
     store: Arc<ZkStore>,
     me: LeaderAddr,
     phase: watch::Sender<Phase>,
+    /// State loaded and the scheduler running: a resumed leader serves, otherwise it goes back
+    /// to loading.
+    loaded: Arc<AtomicBool>,
     /// For the API and the runtime.
     pub role: watch::Receiver<Role>,
 }
@@ -49,6 +53,7 @@ impl Election {
             store,
             me,
             phase,
+            loaded: Arc::new(AtomicBool::new(false)),
             role,
         }
     }
@@ -69,9 +74,21 @@ impl Election {
         Ok(leadership)
     }
 
+    /// Loading is done. If the connection was lost meanwhile, the session watcher decides when
+    /// to serve (it resumes only with the latch still held).
     pub fn serving(&self) {
-        self.phase.send_replace(Phase::Serving);
-        info!(message = "Serving as the leader.");
+        // Set before the phase changes: the watcher's resume reads it under the phase's lock.
+        self.loaded.store(true, Ordering::SeqCst);
+        let now_serving = self.phase.send_if_modified(|p| {
+            let from_loading = *p == Phase::Loading;
+            if from_loading {
+                *p = Phase::Serving;
+            }
+            from_loading
+        });
+        if now_serving {
+            info!(message = "Serving as the leader.");
+        }
     }
 
     /// Watches the session for as long as this Pacer leads; returns why leadership ended.
@@ -79,6 +96,7 @@ impl Election {
         let (tx, rx) = mpsc::channel(1);
         let client = self.store.client();
         let phase = self.phase.clone();
+        let loaded = self.loaded.clone();
         tokio::spawn(async move {
             let mut states = client.state_watcher();
             let mut state = states.state();
@@ -95,7 +113,13 @@ impl Election {
                             match leadership.still_held().await {
                                 Ok(true) => {
                                     info!(message = "ZooKeeper connection back and the latch still held: resuming.");
-                                    phase.send_replace(Phase::Serving);
+                                    phase.send_modify(|p| {
+                                        *p = if loaded.load(Ordering::SeqCst) {
+                                            Phase::Serving
+                                        } else {
+                                            Phase::Loading
+                                        }
+                                    });
                                 }
                                 Ok(false) => {
                                     let _ = tx.send("the leader latch is gone".into()).await;
