@@ -235,7 +235,7 @@ fn a_slow_sse_client_is_disconnected_while_a_fast_one_keeps_up() {
         assert!(r.status == 200 || r.status == 201, "{}", r.text);
     }
     let got = until(&fast, "api_post_event", |v| {
-        v["appDefinition"]["labels"]["N"] == (n - 1).to_string()
+        v["appDefinition"]["labels"]["N"] == (n - 1).to_string().as_str()
     });
     assert_eq!(
         got.iter().filter(|(t, _)| t == "api_post_event").count(),
@@ -271,11 +271,14 @@ fn a_slow_sse_client_is_disconnected_while_a_fast_one_keeps_up() {
     );
 }
 
+/// What a receiver got: the status it answered and the event.
+type Received = Arc<Mutex<Vec<(u16, Value)>>>;
+
 /// A receiver that answers 500 to its first `fail` requests, then 200; records what it got.
-fn receiver(fail: usize) -> (String, Arc<Mutex<Vec<(u16, Value)>>>) {
+fn receiver(fail: usize) -> (String, Received) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://127.0.0.1:{}/events", l.local_addr().unwrap().port());
-    let got: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
+    let got: Received = Arc::default();
     let log = got.clone();
     std::thread::spawn(move || {
         for (n, conn) in l.incoming().enumerate() {

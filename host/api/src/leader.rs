@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// A Pacer's address as the election publishes it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A Pacer's address, as the election publishes it in its latch node.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LeaderAddr {
     /// `host:port`.
     pub id: String,
@@ -84,21 +84,14 @@ impl ApiContext {
     /// The leader's `host:port` and URL, when known.
     pub fn current_leader(&self) -> Option<LeaderAddr> {
         match self.role() {
-            Role::Leader | Role::Suspended => Some(self.me()),
+            Role::Leader | Role::Suspended => Some(self.info.me.clone()),
             Role::Standby { leader } => leader,
-        }
-    }
-
-    pub(crate) fn me(&self) -> LeaderAddr {
-        LeaderAddr {
-            id: self.info.leader.clone(),
-            url: self.info.leader_url.clone(),
         }
     }
 
     /// `X-Marathon-Via`'s value for this Pacer.
     fn via(&self) -> String {
-        format!("1.1 {}", self.info.leader)
+        format!("1.1 {}", self.info.me.id)
     }
 }
 
@@ -114,6 +107,20 @@ pub(crate) async fn proxy_to_leader(
     if LOCAL_PATHS.contains(&req.uri().path()) {
         return next.run(req).await;
     }
+    let leader = match settled_leader(&ctx, ha.role.clone()).await {
+        Settled::Me => return next.run(req).await,
+        Settled::Suspended => {
+            let msg = "Leadership is suspended: this Pacer lost its ZooKeeper connection. Retry \
+                       shortly.";
+            return ApiError::Status(StatusCode::SERVICE_UNAVAILABLE, msg.into()).into_response();
+        }
+        Settled::Unknown => {
+            let msg = "Could not determine the current leader";
+            return ApiError::Status(StatusCode::BAD_GATEWAY, msg.into()).into_response();
+        }
+        Settled::Other(l) => l,
+    };
+    // Only a request on its way to the leader can loop (Marathon checks here too).
     let via = ctx.via();
     let looped = req
         .headers()
@@ -126,24 +133,6 @@ pub(crate) async fn proxy_to_leader(
         return ApiError::Status(StatusCode::BAD_GATEWAY, "Detected proxying loop.".into())
             .into_response();
     }
-    let leader =
-        match settled_leader(&ctx, ha.role.clone()).await {
-            Settled::Me => return next.run(req).await,
-            Settled::Suspended => return ApiError::Status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Leadership is suspended: this Pacer lost its ZooKeeper connection. Retry shortly."
-                    .into(),
-            )
-            .into_response(),
-            Settled::Unknown => {
-                return ApiError::Status(
-                    StatusCode::BAD_GATEWAY,
-                    "Could not determine the current leader".into(),
-                )
-                .into_response()
-            }
-            Settled::Other(l) => l,
-        };
     if req.uri().path() == "/v2/events" {
         // Streams are not proxied (Marathon 1.7+): the client follows to the leader.
         let target = format!(
@@ -157,7 +146,7 @@ pub(crate) async fn proxy_to_leader(
                 .into_response(),
         };
     }
-    match forward(&ctx, ha, &leader, req).await {
+    match forward(&ctx, ha, &leader, &via, req).await {
         Ok(res) => res,
         Err(e) => {
             tracing::warn!(leader = %leader.url, error = %e.message(), "cannot proxy to the leader");
@@ -175,11 +164,11 @@ enum Settled {
 
 /// The leader to use, waiting a little while an election is under way.
 async fn settled_leader(ctx: &ApiContext, mut role: watch::Receiver<Role>) -> Settled {
-    let me = ctx.me();
+    let me = &ctx.info.me;
     let settled = |r: &Role| match r {
         Role::Leader => Some(Settled::Me),
         Role::Suspended => Some(Settled::Suspended),
-        Role::Standby { leader: Some(l) } if *l != me => Some(Settled::Other(l.clone())),
+        Role::Standby { leader: Some(l) } if l != me => Some(Settled::Other(l.clone())),
         Role::Standby { .. } => None,
     };
     let waited = tokio::time::timeout(ELECTION_WAIT, async {
@@ -226,6 +215,7 @@ async fn forward(
     ctx: &ApiContext,
     ha: &HaSetup,
     leader: &LeaderAddr,
+    via: &str,
     req: Request<Body>,
 ) -> Result<Response, ProxyError> {
     let base: Uri = leader
@@ -259,8 +249,7 @@ async fn forward(
             headers.append(name.clone(), value.clone());
         }
     }
-    let via = ctx.via();
-    append(&mut headers, "x-marathon-via", &via);
+    append(&mut headers, "x-marathon-via", via);
     if !client_ip.is_empty() {
         append(&mut headers, "x-forwarded-for", &client_ip);
     }
@@ -299,7 +288,7 @@ async fn forward(
     for name in HOP_BY_HOP {
         parts.headers.remove(*name);
     }
-    append(&mut parts.headers, "x-marathon-via", &via);
+    append(&mut parts.headers, "x-marathon-via", via);
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
@@ -341,7 +330,7 @@ pub(crate) async fn delete_leader(AxState(ctx): AxState<Arc<ApiContext>>) -> Res
 /// `GET /leader/health`: 200 on the serving leader, 503 elsewhere; never proxied.
 pub(crate) async fn leader_health(AxState(ctx): AxState<Arc<ApiContext>>) -> Response {
     let leader = ctx.current_leader().map(|l| l.id);
-    let body = json!({"leader": leader, "self": ctx.info.leader});
+    let body = json!({"leader": leader, "self": ctx.info.me.id});
     if ctx.role() == Role::Leader {
         (StatusCode::OK, Json(body)).into_response()
     } else {

@@ -61,10 +61,8 @@ pub struct ApiPost {
 /// Static facts for `/v2/info` and `/v2/leader`, assembled by the daemon.
 #[derive(Clone, Debug, Default)]
 pub struct ServerInfo {
-    /// `host:port` this server is reachable at.
-    pub leader: String,
-    /// `X-Marathon-Leader`: `http://host:port` (or https when only HTTPS is served).
-    pub leader_url: String,
+    /// This Pacer: `host:port` and its URL (https when only HTTPS is served).
+    pub me: leader::LeaderAddr,
     pub framework_id: Option<String>,
     /// The `marathon_config` object (credentials already redacted).
     pub marathon_config: serde_json::Value,

@@ -10,66 +10,25 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+/// A daemon on its own temporary data directory (both go when dropped).
 struct Daemon {
-    child: Child,
+    _daemon: common::Daemon,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(extra: &[&str]) -> Daemon {
     let dir = tempfile::tempdir().unwrap();
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("pacer");
-    let mut child = Command::new(&bin)
-        .args([
-            "--http_port",
-            "0",
-            "--hostname",
-            "127.0.0.1",
-            "--logging_level",
-            "warn",
-        ])
-        .arg("--data_dir")
-        .arg(dir.path())
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (build it with --bin pacer)", bin.display()));
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "pacer exited");
-        if let Some(a) = line.trim().strip_prefix("pacer: listening on http://") {
-            break a.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stderr so the daemon never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
+    let daemon = common::start(dir.path(), extra);
     Daemon {
-        child,
-        port,
+        port: daemon.port,
+        _daemon: daemon,
         _dir: dir,
     }
 }

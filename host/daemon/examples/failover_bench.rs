@@ -11,58 +11,19 @@
 //!     cargo build --release -p pacer --bin pacer --example failover_bench && \
 //!     ./target/release/examples/failover_bench [apps] [rounds] [session_ms]
 
-use pacer_zk::election::{follow_leader, LeaderRecord};
+use pacer_api::leader::LeaderAddr;
+use pacer_zk::election::follow_leader;
 use pacer_zk::testing::ZkCluster;
 use pacer_zk::{ZkStore, ZkStoreConfig, ZkUrl};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 fn start(data_dir: &Path, zk: &str, session_ms: u64) -> Daemon {
-    let bin = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .join("pacer");
-    let mut child = Command::new(&bin)
-        .args(["--http_port", "0", "--hostname", "127.0.0.1"])
-        .args(["--logging_level", "warn", "--zk", zk])
-        .args(["--zk_session_timeout", &session_ms.to_string()])
-        .arg("--data_dir")
-        .arg(data_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e} (build it with --bin pacer)", bin.display()));
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    let port = loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "pacer exited");
-        if let Some(a) = line.trim().strip_prefix("pacer: listening on http://") {
-            break a.rsplit(':').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
-    Daemon { child, port }
+    let session = session_ms.to_string();
+    common::start(data_dir, &["--zk", zk, "--zk_session_timeout", &session])
 }
 
 fn agent() -> ureq::Agent {
@@ -110,12 +71,11 @@ fn main() {
     let zk = ZkCluster::start(1);
     let url = zk.url("/pacer-bench");
     let dir = tempfile::tempdir().unwrap();
-    let mut pacers = vec![
+    let mut pacers = [
         start(dir.path(), &url, session_ms),
         start(dir.path(), &url, session_ms),
     ];
-    let mut leader = poll_until(|| status(pacers[0].port, "/leader/health") == 200);
-    let _ = &mut leader;
+    poll_until(|| status(pacers[0].port, "/leader/health") == 200);
 
     // Apps with no instances, 100 per group so every write stays well inside a ZooKeeper multi.
     let created = Instant::now();
@@ -149,7 +109,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (tx, rx) = tokio::sync::watch::channel(None::<LeaderRecord>);
+    let (tx, rx) = tokio::sync::watch::channel(None::<LeaderAddr>);
     rt.spawn(follow_leader(observer.client(), tx));
 
     let mut cur = 0;

@@ -9,7 +9,7 @@
 //! as a standby (as Marathon does).
 
 use pacer_api::leader::{LeaderAddr, Role};
-use pacer_zk::election::{self, LeaderRecord, Leadership};
+use pacer_zk::election::{self, Leadership};
 use pacer_zk::SessionState;
 use pacer_zk::ZkStore;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,12 +60,8 @@ impl Election {
 
     /// Waits until this Pacer leads; from then on every store write is fenced on its latch.
     pub async fn win(&self) -> anyhow::Result<Leadership> {
-        let record = LeaderRecord {
-            id: self.me.id.clone(),
-            url: self.me.url.clone(),
-        };
-        info!(message = "Contending for leadership.", id = %record.id);
-        let leadership = election::contend(&self.store.client(), &record)
+        info!(message = "Contending for leadership.", id = %self.me.id);
+        let leadership = election::contend(&self.store.client(), &self.me)
             .await
             .map_err(|e| anyhow::anyhow!("leader election failed: {e}"))?;
         self.store.set_fence(Some(leadership.fence()));
@@ -153,7 +149,7 @@ impl Election {
 /// The API's view: a serving leader leads; otherwise the leader is whoever holds the lowest latch
 /// (this Pacer's own address while it is still loading, so requests wait for it).
 async fn derive_role(
-    mut leader: watch::Receiver<Option<LeaderRecord>>,
+    mut leader: watch::Receiver<Option<LeaderAddr>>,
     mut phase: watch::Receiver<Phase>,
     role: watch::Sender<Role>,
 ) {
@@ -163,10 +159,7 @@ async fn derive_role(
             Phase::Serving => Role::Leader,
             Phase::Suspended => Role::Suspended,
             Phase::Standby | Phase::Loading => Role::Standby {
-                leader: leader.borrow_and_update().as_ref().map(|r| LeaderAddr {
-                    id: r.id.clone(),
-                    url: r.url.clone(),
-                }),
+                leader: leader.borrow_and_update().clone(),
             },
         };
         role.send_if_modified(|cur| {

@@ -143,6 +143,9 @@ fn store_tool(
     }
 }
 
+/// The store behind the `Store` port, and the same store as itself when it is ZooKeeper.
+type OpenedStore = (Arc<dyn Store>, Option<Arc<pacer_zk::ZkStore>>);
+
 /// `pacer leader --zk URL`: prints the current leader as JSON (`{"leader","url"}`), for scripts
 /// and clients that want to talk to the leader directly. Exit 1 when nobody leads.
 fn leader_tool(rest: Vec<std::ffi::OsString>, program: &std::ffi::OsStr) -> std::process::ExitCode {
@@ -161,7 +164,7 @@ fn leader_tool(rest: Vec<std::ffi::OsString>, program: &std::ffi::OsStr) -> std:
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        rt.block_on(pacer_zk::election::current_leader(&client))
+        rt.block_on(pacer_zk::election::current_leader::<LeaderAddr>(&client))
             .map_err(|e| anyhow::anyhow!("cannot read the leader: {e}"))
     });
     match found {
@@ -182,7 +185,7 @@ fn leader_tool(rest: Vec<std::ffi::OsString>, program: &std::ffi::OsStr) -> std:
 
 /// The store the flags name: ZooKeeper with `--zk` (also returned as itself, for the election),
 /// else the embedded store under `--data_dir`.
-fn open_store(parsed: &Parsed) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<pacer_zk::ZkStore>>)> {
+fn open_store(parsed: &Parsed) -> anyhow::Result<OpenedStore> {
     let f = &parsed.flags;
     if parsed.use_zk {
         let url = pacer_zk::ZkUrl::parse(&f.zk).map_err(anyhow::Error::msg)?;
@@ -374,8 +377,7 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         url: format!("{scheme}://{hostname}:{port}"),
     };
     let info = ServerInfo {
-        leader: me.id.clone(),
-        leader_url: me.url.clone(),
+        me: me.clone(),
         framework_id: None,
         marathon_config: marathon_config(&flags, &hostname, &compat, ha_enabled),
         zookeeper_config: zookeeper_config(&flags),
@@ -636,7 +638,7 @@ async fn start_local_agent(
     loop {
         match LocalCluster::start(local.clone(), sink.clone()) {
             Err(pacer_local::LocalError::Busy { path }) if wait_for_previous => {
-                if waited.as_millis() % 5000 == 0 {
+                if waited.as_millis().is_multiple_of(5000) {
                     warn!(
                         message = "Waiting for the previous leader's local agent to stop.",
                         data_dir = %path.display(),

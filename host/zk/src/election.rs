@@ -2,12 +2,14 @@
 //!
 //! Candidates create ephemeral-sequential latch nodes under `/leader` (Curator's `_c_<uuid>-latch-`
 //! naming, through `zookeeper-client`'s lock recipe); the lowest sequence leads. Each node's data
-//! is a [`LeaderRecord`], so anyone can find the leader's URL by reading the lowest node. The
+//! is the candidate's record as JSON (the daemon's is its `host:port` and URL), so anyone can find
+//! the leader by reading the lowest node. The
 //! leader's store writes are fenced on its own latch node (see [`crate::Fence`]): once the node is
 //! gone, its writes fail, whatever the old leader believes.
 
 use crate::store::Fence;
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
@@ -16,15 +18,6 @@ pub const LEADER_DIR: &str = "/leader";
 const LATCH_NAME: &str = "latch-";
 /// ZooKeeper's sequence suffix is ten digits.
 const SEQUENCE_DIGITS: usize = 10;
-
-/// What a candidate publishes about itself in its latch node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LeaderRecord {
-    /// `host:port`, as `/v2/leader` shows it.
-    pub id: String,
-    /// Where its API is served, e.g. `http://host:8080`.
-    pub url: String,
-}
 
 /// Held while this process leads; dropping it removes the latch node in the background.
 pub struct Leadership {
@@ -67,9 +60,10 @@ impl Leadership {
     }
 }
 
-/// Waits until this candidate leads. Cancel-safe: dropping the future withdraws the candidacy.
-pub async fn contend(client: &zk::Client, me: &LeaderRecord) -> Result<Leadership, zk::Error> {
-    let data = serde_json::to_vec(me).expect("a leader record serializes");
+/// Waits until this candidate leads, publishing `me` (JSON) in its latch node. Cancel-safe:
+/// dropping the future withdraws the candidacy.
+pub async fn contend<T: Serialize>(client: &zk::Client, me: &T) -> Result<Leadership, zk::Error> {
+    let data = serde_json::to_vec(me).map_err(|_| zk::Error::BadArguments(&"unserializable"))?;
     let prefix = zk::LockPrefix::new_curator(LEADER_DIR, LATCH_NAME)?;
     let options = zk::LockOptions::new(zk::Acls::anyone_all())
         .with_ancestor_options(zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all()))?;
@@ -87,41 +81,60 @@ fn sequence(name: &str) -> Option<u64> {
     name[name.len() - SEQUENCE_DIGITS..].parse().ok()
 }
 
-/// The current leader, read from the lowest latch node (`None` while nobody leads).
-pub async fn current_leader(client: &zk::Client) -> Result<Option<LeaderRecord>, zk::Error> {
+/// The latch node that leads: the lowest sequence among `children` of [`LEADER_DIR`].
+fn lowest_latch(children: &[String]) -> Option<&String> {
+    children
+        .iter()
+        .filter_map(|c| sequence(c).map(|s| (s, c)))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// The leader's record (`Ok(None)`: nobody leads, or its record is unreadable; `NoNode`: the
+/// leading node vanished since the listing).
+async fn read_leader<T: DeserializeOwned>(
+    client: &zk::Client,
+    children: &[String],
+) -> Result<Option<T>, zk::Error> {
+    let Some(lowest) = lowest_latch(children) else {
+        return Ok(None);
+    };
+    let (data, _) = client.get_data(&format!("{LEADER_DIR}/{lowest}")).await?;
+    Ok(serde_json::from_slice(&data).ok())
+}
+
+/// The current leader's record, read from the lowest latch node (`None` while nobody leads).
+pub async fn current_leader<T: DeserializeOwned>(
+    client: &zk::Client,
+) -> Result<Option<T>, zk::Error> {
     loop {
         let children = match client.list_children(LEADER_DIR).await {
             Ok(c) => c,
             Err(zk::Error::NoNode) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let Some(lowest) = children
-            .iter()
-            .filter_map(|c| sequence(c).map(|s| (s, c)))
-            .min()
-            .map(|(_, c)| c)
-        else {
-            return Ok(None);
-        };
-        match client.get_data(&format!("{LEADER_DIR}/{lowest}")).await {
-            Ok((data, _)) => return Ok(serde_json::from_slice(&data).ok()),
-            // It went away between the listing and the read: look again.
+        match read_leader(client, &children).await {
+            // The lowest node went away between the listing and the read: look again.
             Err(zk::Error::NoNode) => continue,
-            Err(e) => return Err(e),
+            leader => return leader,
         }
     }
 }
 
-/// Keeps `tx` up to date with the current leader until the session ends or every receiver is
-/// gone. Connection losses are waited out; the value keeps its last known leader meanwhile.
-pub async fn follow_leader(client: zk::Client, tx: watch::Sender<Option<LeaderRecord>>) {
+/// Keeps `tx` up to date with the current leader's record until the session ends or every
+/// receiver is gone. Connection losses are waited out; the value keeps its last known leader
+/// meanwhile.
+pub async fn follow_leader<T>(client: zk::Client, tx: watch::Sender<Option<T>>)
+where
+    T: DeserializeOwned + PartialEq,
+{
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     loop {
         if tx.is_closed() {
             return;
         }
-        let watcher = match client.list_and_watch_children(LEADER_DIR).await {
-            Ok((_, w)) => Some(w),
+        let listed = match client.list_and_watch_children(LEADER_DIR).await {
+            Ok(listed) => Some(listed),
             Err(zk::Error::NoNode) => {
                 // Nobody ever contended yet: create the directory and watch it.
                 match client.mkdir(LEADER_DIR, &options).await {
@@ -132,7 +145,12 @@ pub async fn follow_leader(client: zk::Client, tx: watch::Sender<Option<LeaderRe
             Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => return,
             Err(_) => None,
         };
-        match current_leader(&client).await {
+        let Some((children, watcher)) = listed else {
+            // Disconnected: try again shortly (the client reconnects by itself).
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            continue;
+        };
+        match read_leader(&client, &children).await {
             Ok(leader) => {
                 tx.send_if_modified(|cur| {
                     let changed = *cur != leader;
@@ -141,15 +159,10 @@ pub async fn follow_leader(client: zk::Client, tx: watch::Sender<Option<LeaderRe
                 });
             }
             Err(zk::Error::SessionExpired | zk::Error::ClientClosed) => return,
+            // NoNode included: the listing changed, so the watch fires.
             Err(_) => {}
         }
-        match watcher {
-            Some(w) => {
-                w.changed().await;
-            }
-            // Disconnected: try again shortly (the client reconnects by itself).
-            None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
-        }
+        watcher.changed().await;
     }
 }
 

@@ -53,6 +53,9 @@ impl Default for ZkStoreConfig {
     }
 }
 
+/// A node's version and data.
+type Current = (i32, Vec<u8>);
+
 /// The latch node a leader's writes are conditional on.
 #[derive(Clone, Debug)]
 pub struct Fence {
@@ -211,7 +214,7 @@ impl ZkStore {
     }
 
     /// Versions of the nodes for `paths` (`None`: absent), read atomically.
-    fn versions(&self, paths: &[String]) -> Result<Vec<Option<(i32, Vec<u8>)>>, StoreError> {
+    fn versions(&self, paths: &[String]) -> Result<Vec<Option<Current>>, StoreError> {
         let client = self.client.clone();
         let paths = paths.to_vec();
         self.run("read current versions", move || {

@@ -148,7 +148,12 @@ fn fenced_writes_fail_once_the_latch_is_gone() {
 
 #[test]
 fn one_leader_at_a_time_and_a_deposed_leaders_writes_are_fenced() {
-    use pacer_zk::election::{contend, current_leader, follow_leader, LeaderRecord};
+    use pacer_zk::election::{contend, current_leader, follow_leader};
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct LeaderRecord {
+        id: String,
+        url: String,
+    }
     let zk = ZkCluster::start(1);
     let url = ZkUrl::parse(&zk.url("/election/pacer")).unwrap();
     let connect = || ZkStore::connect(&url, Duration::from_secs(4), ZkStoreConfig::default());
