@@ -91,6 +91,52 @@ fn reject_summary(processed: u64, rejected: &BTreeMap<RejectReason, u64>) -> Vec
         .collect()
 }
 
+/// One unused offer as Marathon lists it; a constraint plugin's explanation follows the reason.
+fn unused_offer(u: &pacer_core::state::UnusedOffer) -> Value {
+    use pacer_core::cluster::AttributeValue;
+    let o = &u.offer;
+    let scalar = |name: &str, v: f64| json!({"name": name, "role": "*", "scalar": v});
+    let mut resources = vec![
+        scalar("cpus", o.cpus),
+        scalar("mem", o.mem_mb),
+        scalar("disk", o.disk_mb),
+    ];
+    if o.gpus > 0.0 {
+        resources.push(scalar("gpus", o.gpus));
+    }
+    if !o.ports.is_empty() {
+        let ranges: Vec<Value> = o
+            .ports
+            .iter()
+            .map(|r| json!({"begin": r.begin, "end": r.end}))
+            .collect();
+        resources.push(json!({"name": "ports", "role": "*", "ranges": ranges}));
+    }
+    let attributes: Vec<Value> = o
+        .attributes
+        .iter()
+        .map(|(name, v)| match v {
+            AttributeValue::Text(t) => json!({"name": name, "text": t}),
+            AttributeValue::Scalar(x) => json!({"name": name, "scalar": x}),
+        })
+        .collect();
+    let mut reason = vec![json!(reason_name(&u.reason))];
+    if let Some(d) = &u.detail {
+        reason.push(json!(d));
+    }
+    json!({
+        "offer": {
+            "id": o.id.0,
+            "hostname": o.hostname,
+            "agentId": o.agent_id.0,
+            "resources": resources,
+            "attributes": attributes,
+        },
+        "reason": reason,
+        "timestamp": u.at,
+    })
+}
+
 async fn queue(AxState(ctx): Ctx, Query(q): Params) -> Response {
     let snap = ctx.snapshot();
     let now = now();
@@ -138,7 +184,7 @@ async fn queue(AxState(ctx): Ctx, Query(q): Params) -> Response {
                 "processedOffersSummary": summary,
             });
             if with_offers {
-                item["lastUnusedOffers"] = json!([]);
+                item["lastUnusedOffers"] = stats.last_unused.iter().map(unused_offer).collect();
             }
             Some(item)
         })

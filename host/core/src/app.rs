@@ -168,6 +168,12 @@ pub struct HealthCheck {
     pub ignore_http1xx: bool,
     #[serde(default = "ipv4")]
     pub ip_protocol: String,
+    /// Pacer: the health-check plugin a `PLUGIN` check runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Pacer: parameters handed to the plugin (any JSON object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<serde_json::Value>,
 }
 
 fn http_protocol() -> String {

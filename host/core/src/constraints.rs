@@ -25,6 +25,12 @@ pub enum Field {
 
 #[derive(Clone, Debug)]
 pub enum Operator {
+    /// An operator provided by a constraint plugin; checked in batches through
+    /// [`ConstraintPlugins`], never by [`Constraint::admits`].
+    Plugin {
+        name: String,
+        params: String,
+    },
     Unique,
     Cluster(Option<String>),
     /// `None`: no target number of groups (fill the smallest group, open new ones as offered).
@@ -41,8 +47,90 @@ pub struct Constraint {
     pub op: Operator,
 }
 
+/// Operators that constraint plugins provide, consulted by placement in batches: one call per
+/// app and constraint covers many offers, with the app's placed instances summarised as counts
+/// per value of the constraint's field. Implemented by the Wasm host; the core stays pure.
+pub trait ConstraintPlugins: Send + Sync {
+    /// The operator names the plugins provide (upper case).
+    fn operators(&self) -> &[String];
+    /// Checks an app's use of a plugin operator; the error is shown as a 422.
+    fn validate(&self, operator: &str, field: &str, params: &str) -> Result<(), String>;
+    /// One decision per offer, in order. A failing plugin is turned into decisions by its
+    /// failure policy, so this never fails.
+    fn check(
+        &self,
+        req: &PluginRequest<'_>,
+        placed: &PlacedSummary,
+        offers: &[&Offer],
+    ) -> Vec<PluginDecision>;
+}
+
+/// What a plugin is asked about one app's constraint.
+#[derive(Clone, Debug)]
+pub struct PluginRequest<'a> {
+    pub app_id: &'a str,
+    pub operator: &'a str,
+    pub field: &'a str,
+    pub params: &'a str,
+    /// Instances of the app still waiting for an offer.
+    pub waiting: u32,
+}
+
+/// The app's active instances, counted per value of the constraint's field.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlacedSummary {
+    pub total: u32,
+    pub counts: BTreeMap<String, u32>,
+}
+
+impl PlacedSummary {
+    pub fn of<'a>(field: &Field, placed: impl Iterator<Item = &'a AgentInfo>) -> Self {
+        let mut s = PlacedSummary::default();
+        for agent in placed {
+            s.total += 1;
+            if let Some(v) = agent.value_of(field) {
+                *s.counts.entry(v).or_default() += 1;
+            }
+        }
+        s
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PluginDecision {
+    pub accept: bool,
+    /// Why the offer was refused, for operators.
+    pub reason: Option<String>,
+}
+
+/// The field as the app wrote it, for plugins.
+pub fn field_name(f: &Field) -> &str {
+    match f {
+        Field::Hostname => "hostname",
+        Field::Region => "@region",
+        Field::Zone => "@zone",
+        Field::Attribute(a) => a,
+    }
+}
+
 /// Parses one constraint; the error is Marathon's validation message.
 pub fn parse(c: &[String]) -> Result<Constraint, String> {
+    parse_with(c, None)
+}
+
+/// Parses one constraint, knowing the operators plugins provide; a plugin checks its params.
+pub fn parse_with(
+    c: &[String],
+    plugins: Option<&dyn ConstraintPlugins>,
+) -> Result<Constraint, String> {
+    parse_inner(c, plugins, true)
+}
+
+fn parse_inner(
+    c: &[String],
+    plugins: Option<&dyn ConstraintPlugins>,
+    check_params: bool,
+) -> Result<Constraint, String> {
     if c.len() != 2 && c.len() != 3 {
         return Err("Each constraint must have either 2 or 3 fields".into());
     }
@@ -99,14 +187,30 @@ pub fn parse(c: &[String]) -> Result<Constraint, String> {
             }
             Operator::Is(v)
         }
-        _ => return Err(unknown_operator()),
+        other => match plugins.filter(|p| p.operators().iter().any(|o| o == other)) {
+            Some(p) => {
+                let params = value.unwrap_or_default();
+                if check_params {
+                    p.validate(other, &c[0], &params)?;
+                }
+                Operator::Plugin {
+                    name: other.to_string(),
+                    params,
+                }
+            }
+            None => return Err(unknown_operator(plugins)),
+        },
     };
     Ok(Constraint { field, op })
 }
 
-/// Marathon's message for an unknown operator, listing the built-ins.
-fn unknown_operator() -> String {
-    let (last, rest) = OPERATORS.split_last().expect("operators");
+/// Marathon's message for an unknown operator, listing the built-ins and then the plugins'.
+fn unknown_operator(plugins: Option<&dyn ConstraintPlugins>) -> String {
+    let mut all: Vec<&str> = OPERATORS.to_vec();
+    if let Some(p) = plugins {
+        all.extend(p.operators().iter().map(String::as_str));
+    }
+    let (last, rest) = all.split_last().expect("operators");
     format!(
         "operator must be one of the following {} or {last}",
         rest.join(", ")
@@ -114,8 +218,14 @@ fn unknown_operator() -> String {
 }
 
 /// Parses every constraint of an app (already validated, so errors are skipped).
-pub fn parse_all(constraints: &[Vec<String>]) -> Vec<Constraint> {
-    constraints.iter().filter_map(|c| parse(c).ok()).collect()
+pub fn parse_all(
+    constraints: &[Vec<String>],
+    plugins: Option<&dyn ConstraintPlugins>,
+) -> Vec<Constraint> {
+    constraints
+        .iter()
+        .filter_map(|c| parse_inner(c, plugins, false).ok())
+        .collect()
 }
 
 /// A scalar as Marathon prints it: at most three decimals, half-even, no trailing zeros.
@@ -177,6 +287,8 @@ impl Constraint {
             }
         }
         match &self.op {
+            // Decided in batches by the placement loop.
+            Operator::Plugin { .. } => true,
             Operator::Unique => !counts.contains_key(&value),
             Operator::Cluster(Some(want)) => &value == want,
             // Without a value, the first instance picks the cluster.

@@ -217,6 +217,7 @@ impl Scheduler {
             let vctx = ValidationContext {
                 default_role: &self.config.default_role,
                 features: &self.config.features,
+                extensions: &self.config.extensions,
             };
             for (i, ap) in apps.iter().enumerate() {
                 let here = format!("{prefix}/apps({i})");

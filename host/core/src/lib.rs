@@ -23,6 +23,7 @@ pub mod normalize;
 pub mod persist;
 pub mod placement;
 pub mod plan;
+pub mod plugins;
 pub mod state;
 pub mod time;
 pub mod validate;

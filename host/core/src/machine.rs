@@ -42,6 +42,8 @@ pub struct Config {
     pub deployment_rollback_on_failure: bool,
     /// `--max_apps`: a change that would exceed it is refused with 422.
     pub max_apps: Option<usize>,
+    /// What plugins add: constraint operators and health-check types.
+    pub extensions: crate::plugins::Extensions,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             deployment_progress_deadline: None,
             deployment_rollback_on_failure: false,
             max_apps: None,
+            extensions: Default::default(),
         }
     }
 }
@@ -840,6 +843,7 @@ impl Scheduler {
         let vctx = ValidationContext {
             default_role: &self.config.default_role,
             features: &self.config.features,
+            extensions: &self.config.extensions,
         };
         let violations = validate_app(&app, &vctx);
         if !violations.is_empty() {
@@ -1402,12 +1406,39 @@ impl Scheduler {
 
     /// Places waiting instances on an offer, or declines it.
     pub fn handle_offer(&mut self, now: Timestamp, offer: Offer) {
-        let mut budget = crate::placement::OfferBudget::of(&offer);
+        self.handle_offers(now, vec![offer]);
+    }
+
+    /// Places waiting instances on a batch of offers, offer by offer, declining those left
+    /// unused. Constraint plugins are asked once per app and constraint about every offer still
+    /// to be handled, and asked again only after the app placed an instance, which changes what
+    /// they see.
+    pub fn handle_offers(&mut self, now: Timestamp, offers: Vec<Offer>) {
+        let offers: Vec<Arc<Offer>> = offers.into_iter().map(Arc::new).collect();
+        let mut verdicts = PluginVerdicts::default();
+        for at in 0..offers.len() {
+            self.place_on(now, &offers, at, &mut verdicts);
+        }
+    }
+
+    fn place_on(
+        &mut self,
+        now: Timestamp,
+        offers: &[Arc<Offer>],
+        at: usize,
+        verdicts: &mut PluginVerdicts,
+    ) {
+        let offer = &offers[at];
+        let mut budget = crate::placement::OfferBudget::of(offer);
         let mut ops = Vec::new();
         let mut launches = Vec::new();
         let mut rejected_apps: BTreeSet<PathId> = BTreeSet::new();
         let mut used_apps: BTreeSet<PathId> = BTreeSet::new();
         let candidates: Vec<(Arc<AppDefinition>, Arc<Instance>)> = self.launchable(now).collect();
+        let mut waiting: BTreeMap<PathId, u32> = BTreeMap::new();
+        for (app, _) in &candidates {
+            *waiting.entry(app.id.clone()).or_default() += 1;
+        }
         let mut parsed_constraints = BTreeMap::new();
         for (app, inst) in candidates {
             if launches.len() >= self.config.max_instances_per_offer {
@@ -1417,10 +1448,12 @@ impl Scheduler {
                 continue;
             }
             // Constraints see the instances placed so far, this offer's included.
+            let mut detail = None;
             let fits = app.constraints.is_empty() || {
+                let plugins = self.config.extensions.constraints.as_deref();
                 let parsed = parsed_constraints
                     .entry((app.id.clone(), app.version))
-                    .or_insert_with(|| crate::constraints::parse_all(&app.constraints));
+                    .or_insert_with(|| crate::constraints::parse_all(&app.constraints, plugins));
                 let placed: Vec<&crate::instance::AgentInfo> = self
                     .state
                     .instances_of(&app.id)
@@ -1429,7 +1462,25 @@ impl Scheduler {
                     .collect();
                 parsed
                     .iter()
-                    .all(|c| c.admits(&offer, placed.iter().copied()))
+                    .all(|c| c.admits(offer, placed.iter().copied()))
+                    && match plugins {
+                        None => true,
+                        Some(p) => {
+                            let ask = PluginAsk {
+                                app: &app,
+                                waiting: waiting.get(&app.id).copied().unwrap_or(0),
+                                constraints: parsed,
+                                placed: &placed,
+                            };
+                            match verdicts.refusal(p, &ask, offers, at) {
+                                None => true,
+                                Some(why) => {
+                                    detail = Some(why);
+                                    false
+                                }
+                            }
+                        }
+                    }
             };
             let matched = if fits {
                 match_offer(&app, &mut budget)
@@ -1438,9 +1489,13 @@ impl Scheduler {
             };
             match matched {
                 Ok(host_ports) => {
-                    let spec = self.start_task(now, &app, &inst, &offer, host_ports, &mut ops);
+                    let spec = self.start_task(now, &app, &inst, offer, host_ports, &mut ops);
                     launches.push(spec);
                     used_apps.insert(app.id.clone());
+                    if let Some(n) = waiting.get_mut(&app.id) {
+                        *n = n.saturating_sub(1);
+                    }
+                    verdicts.forget(&app.id);
                 }
                 Err(reason) => {
                     let mut stats = self
@@ -1453,6 +1508,15 @@ impl Scheduler {
                     stats.unused += 1;
                     stats.last_unused_at = Some(now);
                     *stats.rejected.entry(reason).or_default() += 1;
+                    if stats.last_unused.len() >= crate::state::LAST_UNUSED_OFFERS {
+                        stats.last_unused.pop_front();
+                    }
+                    stats.last_unused.push_back(crate::state::UnusedOffer {
+                        offer: offer.clone(),
+                        reason,
+                        detail,
+                        at: now,
+                    });
                     self.state.offer_stats.insert(app.id.clone(), stats);
                     rejected_apps.insert(app.id.clone());
                 }
@@ -1472,12 +1536,12 @@ impl Scheduler {
         self.flush(ops);
         if launches.is_empty() {
             self.effects.push_back(Effect::Decline {
-                offer: offer.id,
+                offer: offer.id.clone(),
                 refuse: self.config.decline_offer_duration,
             });
         } else {
             self.effects.push_back(Effect::Launch {
-                offer: offer.id,
+                offer: offer.id.clone(),
                 tasks: launches,
             });
         }
@@ -1875,4 +1939,73 @@ pub fn effective_ports(app: &AppDefinition, host_ports: &[u32]) -> Vec<(u32, i64
         }
     }
     ports
+}
+
+/// One app's constraints as plugins need them for a batch.
+struct PluginAsk<'a> {
+    app: &'a AppDefinition,
+    waiting: u32,
+    constraints: &'a [crate::constraints::Constraint],
+    placed: &'a [&'a crate::instance::AgentInfo],
+}
+
+/// Plugin decisions for the offers of one batch, per app: asked for all remaining offers at
+/// once, forgotten when the app places an instance.
+#[derive(Default)]
+struct PluginVerdicts {
+    /// App → (index of the first offer asked about, per plugin constraint its decisions).
+    by_app: BTreeMap<
+        PathId,
+        (
+            usize,
+            Vec<(String, Vec<crate::constraints::PluginDecision>)>,
+        ),
+    >,
+}
+
+impl PluginVerdicts {
+    /// Why a plugin constraint refuses offer `at`, or `None` if all accept it.
+    fn refusal(
+        &mut self,
+        plugins: &dyn crate::constraints::ConstraintPlugins,
+        ask: &PluginAsk<'_>,
+        offers: &[Arc<Offer>],
+        at: usize,
+    ) -> Option<String> {
+        use crate::constraints::{field_name, Operator, PlacedSummary, PluginRequest};
+        let (first, decisions) = self.by_app.entry(ask.app.id.clone()).or_insert_with(|| {
+            let rest: Vec<&Offer> = offers[at..].iter().map(|o| o.as_ref()).collect();
+            let app_id = ask.app.id.to_string();
+            let decisions = ask
+                .constraints
+                .iter()
+                .filter_map(|c| match &c.op {
+                    Operator::Plugin { name, params } => {
+                        let req = PluginRequest {
+                            app_id: &app_id,
+                            operator: name,
+                            field: field_name(&c.field),
+                            params,
+                            waiting: ask.waiting,
+                        };
+                        let summary = PlacedSummary::of(&c.field, ask.placed.iter().copied());
+                        Some((name.clone(), plugins.check(&req, &summary, &rest)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            (at, decisions)
+        });
+        decisions.iter().find_map(|(op, ds)| {
+            let d = ds.get(at - *first)?;
+            (!d.accept).then(|| match &d.reason {
+                Some(r) => format!("{op}: {r}"),
+                None => format!("{op}: refused"),
+            })
+        })
+    }
+
+    fn forget(&mut self, app: &PathId) {
+        self.by_app.remove(app);
+    }
 }

@@ -145,6 +145,21 @@ pub struct OfferStats {
     pub last_unused_at: Option<Timestamp>,
     /// Offers declined for each reason, in the order the reasons are checked.
     pub rejected: BTreeMap<crate::placement::RejectReason, u64>,
+    /// The last few offers the app could not use, newest last.
+    pub last_unused: std::collections::VecDeque<UnusedOffer>,
+}
+
+/// How many unused offers [`OfferStats::last_unused`] keeps per app.
+pub const LAST_UNUSED_OFFERS: usize = 10;
+
+/// An offer an app could not use, and why (`embed=lastUnusedOffers` in `/v2/queue`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnusedOffer {
+    pub offer: Arc<crate::cluster::Offer>,
+    pub reason: crate::placement::RejectReason,
+    /// What a constraint plugin said, if one refused the offer.
+    pub detail: Option<String>,
+    pub at: Timestamp,
 }
 
 /// Launch backoff for one app config (Marathon's RateLimiter entry).

@@ -11,6 +11,8 @@ pub struct ValidationContext<'a> {
     pub default_role: &'a str,
     /// `--enable_features`.
     pub features: &'a BTreeSet<String>,
+    /// Operators and health-check types that plugins add.
+    pub extensions: &'a crate::plugins::Extensions,
 }
 
 const HEALTH_PROTOCOLS: [&str; 7] = [
@@ -117,7 +119,7 @@ pub fn validate_app(app: &AppDefinition, ctx: &ValidationContext) -> Vec<Violati
     }
 
     for (i, c) in app.constraints.iter().enumerate() {
-        if let Err(msg) = crate::constraints::parse(c) {
+        if let Err(msg) = crate::constraints::parse_with(c, ctx.extensions.constraints.as_deref()) {
             e.add(format!("/constraints({i})"), msg);
         }
     }
@@ -299,12 +301,34 @@ pub fn validate_app(app: &AppDefinition, ctx: &ValidationContext) -> Vec<Violati
     let port_count = app.port_names().len() as i64;
     for (i, hc) in app.health_checks.iter().enumerate() {
         let path = format!("/healthChecks({i})");
-        if !HEALTH_PROTOCOLS.contains(&hc.protocol.as_str()) {
+        let plugins = &ctx.extensions.health_checks;
+        if !HEALTH_PROTOCOLS.contains(&hc.protocol.as_str())
+            && !(hc.protocol == "PLUGIN" && !plugins.is_empty())
+        {
+            let mut known = HEALTH_PROTOCOLS.join(",");
+            if !plugins.is_empty() {
+                known.push_str(",PLUGIN");
+            }
             e.add(
                 format!("{path}/protocol"),
-                format!("is not one of ({})", HEALTH_PROTOCOLS.join(",")),
+                format!("is not one of ({known})"),
             );
             continue;
+        }
+        if hc.protocol == "PLUGIN" {
+            match hc.plugin.as_deref() {
+                Some(id) if plugins.contains(id) => {}
+                _ => e.add(
+                    format!("{path}/plugin"),
+                    format!(
+                        "must name a loaded health-check plugin (one of {})",
+                        plugins.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+            }
+            if hc.params.as_ref().is_some_and(|p| !p.is_object()) {
+                e.add(format!("{path}/params"), "must be a JSON object");
+            }
         }
         if hc.protocol == "COMMAND" {
             if hc.command.as_ref().is_none_or(|c| c.value.is_empty()) {
@@ -501,6 +525,7 @@ mod tests {
             &ValidationContext {
                 default_role: "*",
                 features: &features,
+                extensions: &Default::default(),
             },
         )
         .into_iter()
