@@ -68,6 +68,8 @@ pub struct ServerInfo {
     pub marathon_config: serde_json::Value,
     pub zookeeper_config: serde_json::Value,
     pub http_config: serde_json::Value,
+    /// `/v2/plugins` entries (`id`, `plugin`, `implementation`, `tags`, `info`).
+    pub plugins: Vec<serde_json::Value>,
 }
 
 /// How the HTTP API is guarded and what it serves; from the daemon's flags.

@@ -23,6 +23,8 @@ pub fn routes() -> Router<Arc<ApiContext>> {
         .route("/v2/tasks", get(tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
         .route("/v2/info", get(info))
+        .route("/v2/plugins", get(plugins))
+        .route("/v2/plugins/{id}/{*path}", axum::routing::any(plugin_path))
         .route(
             "/v2/leader",
             get(crate::leader::get_leader).delete(crate::leader::delete_leader),
@@ -82,6 +84,17 @@ async fn delete_tasks(
     }
     let (scale, wipe) = (q.flag("scale", false), q.flag("wipe", false));
     kill(&ctx, tasks, scale, wipe, q.flag("force", false), false).await
+}
+
+async fn plugins(AxState(ctx): Ctx) -> Response {
+    Json(json!({"plugins": ctx.info.plugins})).into_response()
+}
+
+/// Marathon hands these to HTTP-handler plugins; Pacer has no such plugin kind.
+async fn plugin_path(
+    axum::extract::Path((id, _)): axum::extract::Path<(String, String)>,
+) -> ApiError {
+    ApiError::not_found(format!("Plugin '{id}' does not serve HTTP requests."))
 }
 
 async fn info(AxState(ctx): Ctx) -> Response {

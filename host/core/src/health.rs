@@ -48,6 +48,8 @@ pub struct ProbeSpec {
     /// The app version the task runs; its checks are the ones probed.
     pub version: Timestamp,
     pub host: String,
+    /// The task's host ports (a plugin health check may reach any of them).
+    pub host_ports: Vec<u32>,
     pub checks: Vec<ProbeCheck>,
     pub readiness: Option<ReadinessProbe>,
 }
@@ -180,6 +182,7 @@ impl Scheduler {
             app_id: inst.app_id.clone(),
             version: inst.run_spec_version,
             host: inst.agent.as_ref().map(|a| a.host.clone())?,
+            host_ports: task.host_ports.clone(),
             checks,
             readiness,
         })

@@ -358,11 +358,11 @@ pub struct Flags {
     pub leader_proxy_read_timeout: u64,
 
     // ---- Plugins / events / metrics / debug ---------------------------------------------------
-    /// Directory of plugins (the plugin platform is not part of this build yet).
+    /// Directory the `implementation` paths of --plugin_conf are relative to.
     #[arg(long, help_heading = MISC)]
     pub plugin_dir: Option<PathBuf>,
 
-    /// Plugin configuration file (the plugin platform is not part of this build yet).
+    /// Plugin configuration file (JSON): the WebAssembly plugins to load (docs/plugins.md).
     #[arg(long, help_heading = MISC)]
     pub plugin_conf: Option<PathBuf>,
 
@@ -956,10 +956,8 @@ fn refuse_unsupported(f: &Flags, given: &dyn Fn(&str) -> bool) -> Result<(), Fla
             return refuse(format!("--zk: {e}"));
         }
     }
-    if f.plugin_dir.is_some() || f.plugin_conf.is_some() {
-        return refuse(
-            "--plugin_dir/--plugin_conf: the plugin platform is not part of this build".into(),
-        );
+    if f.plugin_dir.is_some() && f.plugin_conf.is_none() {
+        return refuse("--plugin_dir needs --plugin_conf, which lists the plugins to load".into());
     }
     if let Some(c) = &f.http_credentials {
         if !c.contains(':') || c.starts_with(':') {
@@ -1192,7 +1190,11 @@ mod tests {
         let p = ok(&["--zk", "zk://u:pw@h:2181/pacer", "--disable_ha"], &[]);
         assert!(p.use_zk);
         assert!(!ok(&[], &[]).use_zk);
-        refused(&["--plugin_dir", "/p"], &[]);
+        assert!(refused(&["--plugin_dir", "/p"], &[]).contains("--plugin_conf"));
+        ok(
+            &["--plugin_dir", "/p", "--plugin_conf", "/p/plugins.json"],
+            &[],
+        );
         refused(&["--http_credentials", "nocolon"], &[]);
         refused(&["--disable_http"], &[]);
         refused(&["--ssl_cert_path", "/c.pem"], &[]);

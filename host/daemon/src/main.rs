@@ -6,6 +6,7 @@ mod callbacks;
 mod flags;
 mod ha;
 mod logs;
+mod plugins;
 mod runtime;
 mod tls;
 
@@ -80,6 +81,14 @@ fn main() -> std::process::ExitCode {
             );
             eprintln!("pacer: {e:#}");
             ExitCode::from(flags::EXIT_BAD_FLAGS)
+        }
+        Err(Stop::Plugin(e)) => {
+            error!(
+                message = "A plugin could not be loaded.",
+                error = format!("{e:#}")
+            );
+            eprintln!("pacer: {e:#}");
+            ExitCode::from(plugins::EXIT_PLUGIN_FAILED)
         }
         Err(Stop::Failed(e)) => {
             error!(message = "Pacer stopped.", error = format!("{e:#}"));
@@ -209,6 +218,8 @@ fn open_store(parsed: &Parsed) -> anyhow::Result<OpenedStore> {
 
 enum Stop {
     Config(anyhow::Error),
+    /// A plugin could not be loaded (Marathon's exit code 102).
+    Plugin(anyhow::Error),
     Failed(anyhow::Error),
     /// Lost, expired or abdicated leadership: exit so a supervisor restarts a standby.
     LeadershipEnded(anyhow::Error),
@@ -354,6 +365,7 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         callbacks_enabled,
     } = prepared;
     info!(message = "Store opened.", store = %store.describe(), ha = ha_enabled);
+    let loaded_plugins = plugins::load(&flags).await.map_err(Stop::Plugin)?;
 
     let http_port = http
         .as_ref()
@@ -385,6 +397,7 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
             "http_port": http_port.unwrap_or(flags.http_port),
             "https_port": https_port.unwrap_or(flags.https_port),
         }),
+        plugins: plugins::listing(&loaded_plugins),
     };
 
     let election = match (&zk, ha_enabled) {
@@ -393,8 +406,15 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
     };
     let abdicate = Arc::new(tokio::sync::Notify::new());
     let (probe_tx, probe_rx) = mpsc::unbounded_channel();
+    let mut probe_kinds = pacer_health::ProbeKinds::builtin();
+    if !loaded_plugins.health_ids().is_empty() {
+        probe_kinds.register(
+            "PLUGIN",
+            Arc::new(plugins::PluginProbes(loaded_plugins.clone())),
+        );
+    }
     let prober = pacer_health::Prober::new(
-        pacer_health::ProbeKinds::builtin(),
+        probe_kinds,
         flags.max_concurrent_marathon_health_checks,
         probe_tx,
     );
@@ -404,7 +424,10 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         info,
         callbacks_enabled,
         options: http_options(&flags),
-        metric_sources: vec![Arc::new(ProbeMetrics(prober.stats()))],
+        metric_sources: vec![
+            Arc::new(ProbeMetrics(prober.stats())),
+            Arc::new(plugins::PluginMetricsSource(loaded_plugins.clone())),
+        ],
         log_control: Some(Arc::new(logs)),
         ha: election.as_ref().map(|e| HaSetup {
             role: e.role.clone(),
@@ -445,8 +468,12 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         _ => None,
     };
 
-    let core =
-        tokio::task::block_in_place(|| load_core(&flags, store.as_ref())).map_err(Stop::Failed)?;
+    let extensions = pacer_core::plugins::Extensions {
+        constraints: loaded_plugins.constraints(),
+        health_checks: loaded_plugins.health_ids(),
+    };
+    let core = tokio::task::block_in_place(|| load_core(&flags, store.as_ref(), extensions))
+        .map_err(Stop::Failed)?;
     let (event_tx, event_rx) = mpsc::unbounded_channel::<ClusterEvent>();
     let sink: ClusterEventSink = Arc::new(move |ev| {
         let _ = event_tx.send(ev);
@@ -464,6 +491,7 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         role: election.as_ref().map(|e| e.role.clone()),
     };
     let mut scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
+    plugins::feed_sinks(loaded_plugins.clone(), &api.events);
     if callbacks_enabled {
         let config = callbacks::CallbackConfig {
             request_timeout: Duration::from_millis(flags.http_event_request_timeout),
@@ -584,7 +612,11 @@ fn http_options(flags: &Flags) -> HttpOptions {
 }
 
 /// The core with the state recovered from the store.
-fn load_core(flags: &Flags, store: &dyn Store) -> anyhow::Result<Scheduler> {
+fn load_core(
+    flags: &Flags,
+    store: &dyn Store,
+    extensions: pacer_core::plugins::Extensions,
+) -> anyhow::Result<Scheduler> {
     let config = Config {
         default_role: flags.mesos_role.clone(),
         features: flags
@@ -605,6 +637,7 @@ fn load_core(flags: &Flags, store: &dyn Store) -> anyhow::Result<Scheduler> {
             .then(|| Duration::from_millis(flags.deployment_progress_timeout)),
         deployment_rollback_on_failure: flags.deployment_rollback_on_failure,
         max_apps: flags.max_apps,
+        extensions,
     };
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed)

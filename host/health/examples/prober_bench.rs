@@ -78,6 +78,7 @@ async fn main() {
             app_id: app.clone(),
             version: Timestamp::EPOCH,
             host: "127.0.0.1".into(),
+            host_ports: vec![],
             checks: vec![ProbeCheck {
                 index: 0,
                 check: check.clone(),

@@ -12,7 +12,7 @@ pub mod http;
 pub mod probe;
 pub mod prober;
 
-pub use probe::{ProbeKind, ProbeKinds, Target};
+pub use probe::{BoxFuture, PluginTarget, ProbeKind, ProbeKinds, Target};
 pub use prober::{ProbeResult, Prober, ProberStats};
 
 #[cfg(test)]

@@ -22,6 +22,22 @@ pub struct Target {
     pub ignore_http1xx: bool,
     /// For command checks: what to run, in the task's environment and sandbox.
     pub command: Option<CommandTarget>,
+    /// For `PLUGIN` checks: which plugin, and what it may know.
+    pub plugin: Option<PluginTarget>,
+}
+
+/// What a health-check plugin is told about the checked task.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PluginTarget {
+    pub plugin: String,
+    /// The check's `params` as JSON (`{}` when absent).
+    pub params: String,
+    pub app_id: String,
+    pub task_id: String,
+    /// All of the task's host ports.
+    pub ports: Vec<u32>,
+    /// The check's `path`, if it has one.
+    pub path: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -9,7 +9,7 @@
 //! tasks because its probes were late (Marathon issue 3317).
 
 use crate::http;
-use crate::probe::{ProbeKinds, Target};
+use crate::probe::{PluginTarget, ProbeKinds, Target};
 use pacer_core::health::{
     HealthReport, ProbeCheck, ProbeOutcome, ProbeSpec, ReadinessProbe, ReadinessReport, Watch,
 };
@@ -149,6 +149,17 @@ async fn health_loop(shared: Arc<Shared>, spec: Arc<ProbeSpec>, check: ProbeChec
         timeout: secs(hc.timeout_seconds),
         ignore_http1xx: hc.ignore_http1xx,
         command: None,
+        plugin: (hc.protocol == "PLUGIN").then(|| PluginTarget {
+            plugin: hc.plugin.clone().unwrap_or_default(),
+            params: hc
+                .params
+                .as_ref()
+                .map_or_else(|| "{}".to_string(), |p| p.to_string()),
+            app_id: spec.app_id.to_string(),
+            task_id: spec.task_id.to_string(),
+            ports: spec.host_ports.clone(),
+            path: hc.path.clone(),
+        }),
     };
     let Some(kind) = shared.kinds.get(&hc.protocol) else {
         tracing::warn!(message = "No prober for this health check protocol.", protocol = %hc.protocol);

@@ -152,6 +152,7 @@ fn spec(n: usize, port: u32, interval: i64, timeout: i64) -> Arc<ProbeSpec> {
         app_id: app,
         version: Timestamp::EPOCH,
         host: "127.0.0.1".into(),
+        host_ports: vec![port],
         checks: vec![ProbeCheck {
             index: 0,
             check,

@@ -19,6 +19,8 @@ pub mod error;
 pub mod kinds;
 pub mod metrics;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{Kind, PluginSpec};
 pub use error::{Cause, Phase, PluginError};
@@ -52,6 +54,14 @@ pub struct Plugins {
 
 /// Instances the pool holds at once, beyond the long-lived ones: concurrent health checks.
 const POOL_HEADROOM: u32 = 256;
+
+impl std::fmt::Debug for Plugins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.info.iter().map(|p| (&p.spec.id, p.spec.kind)))
+            .finish()
+    }
+}
 
 impl Plugins {
     /// Loads, checks and configures every plugin. Any invalid plugin fails the whole load, so
