@@ -17,7 +17,13 @@ fn server_script() -> String {
 }
 
 /// An app running the test server; `extra` is merged into the definition.
-fn server_app(id: &str, ctl: &Path, tag: &str, server_args: &str, extra: Value) -> String {
+pub(crate) fn server_app(
+    id: &str,
+    ctl: &Path,
+    tag: &str,
+    server_args: &str,
+    extra: Value,
+) -> String {
     let mut app = json!({
         "id": id,
         "cmd": format!("exec python3 {} {server_args}", server_script()),
@@ -37,25 +43,31 @@ fn http_check(grace: u64, max_failures: u32) -> Value {
         "intervalSeconds": 2, "timeoutSeconds": 1, "maxConsecutiveFailures": max_failures})
 }
 
-fn ctl_dir(p: &Pacer) -> PathBuf {
+pub(crate) fn ctl_dir(p: &Pacer) -> PathBuf {
     let d = p.dir.path().join("ctl");
     fs::create_dir_all(&d).unwrap();
     d
 }
 
-fn touch(dir: &Path, name: &str) {
+pub(crate) fn touch(dir: &Path, name: &str) {
     fs::write(dir.join(name), "").unwrap();
 }
 
 /// The app's tasks (with `embed=apps.tasks` data) once `pred` holds for the app.
-fn wait_app(p: &Pacer, id: &str, what: &str, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+pub(crate) fn wait_app(
+    p: &Pacer,
+    id: &str,
+    what: &str,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
     wait_for(what, Duration::from_secs(secs), || {
         let app = p.app(id);
         pred(&app).then_some(app)
     })
 }
 
-fn task_ids(app: &Value) -> Vec<String> {
+pub(crate) fn task_ids(app: &Value) -> Vec<String> {
     app["tasks"]
         .as_array()
         .into_iter()

@@ -12,5 +12,6 @@ mod health;
 mod lifecycle;
 mod operating;
 mod operations;
+mod plugins;
 mod recovery;
 mod zk;

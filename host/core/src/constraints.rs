@@ -277,6 +277,10 @@ impl Placed for AgentInfo {
 impl Constraint {
     /// Whether an instance may go on `offer`, given the agents of the app's active instances.
     pub fn admits<'a>(&self, offer: &Offer, placed: impl Iterator<Item = &'a AgentInfo>) -> bool {
+        if matches!(self.op, Operator::Plugin { .. }) {
+            // Decided in batches by the placement loop.
+            return true;
+        }
         let Some(value) = offer.value_of(&self.field) else {
             return matches!(self.op, Operator::Unlike(_));
         };
@@ -287,7 +291,6 @@ impl Constraint {
             }
         }
         match &self.op {
-            // Decided in batches by the placement loop.
             Operator::Plugin { .. } => true,
             Operator::Unique => !counts.contains_key(&value),
             Operator::Cluster(Some(want)) => &value == want,
