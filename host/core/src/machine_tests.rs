@@ -1457,3 +1457,81 @@ fn scaling_keeps_backoff_and_a_config_change_resets_it() {
     scale(&mut sim, json!({"cmd": "true"}));
     assert!(sim.core.wants_offers(sim.now), "a new config starts fresh");
 }
+
+/// A plugin operator `ONE_PER_HOST` (at most one instance per hostname) that records its calls.
+#[derive(Default)]
+struct OnePerHost {
+    ops: Vec<String>,
+    calls: std::sync::Mutex<Vec<(usize, u32)>>,
+}
+
+impl crate::constraints::ConstraintPlugins for OnePerHost {
+    fn operators(&self) -> &[String] {
+        &self.ops
+    }
+    fn validate(&self, _op: &str, _field: &str, params: &str) -> Result<(), String> {
+        match params {
+            "" => Ok(()),
+            _ => Err("ONE_PER_HOST takes no value".into()),
+        }
+    }
+    fn check(
+        &self,
+        req: &crate::constraints::PluginRequest<'_>,
+        placed: &crate::constraints::PlacedSummary,
+        offers: &[&Offer],
+    ) -> Vec<crate::constraints::PluginDecision> {
+        self.calls.lock().unwrap().push((offers.len(), placed.total));
+        assert_eq!((req.operator, req.field), ("ONE_PER_HOST", "hostname"));
+        offers
+            .iter()
+            .map(|o| {
+                let used = placed.counts.get(&o.hostname).copied().unwrap_or(0);
+                crate::constraints::PluginDecision {
+                    accept: used == 0,
+                    reason: (used > 0).then(|| format!("{} is taken", o.hostname)),
+                }
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn plugin_operators_are_validated_and_asked_once_per_batch_until_a_placement() {
+    let plugin = std::sync::Arc::new(OnePerHost {
+        ops: vec!["ONE_PER_HOST".into()],
+        ..Default::default()
+    });
+    let mut config = Config::default();
+    config.extensions.constraints = Some(plugin.clone());
+    let mut sim = Sim::new();
+    sim.core = Scheduler::new(config, 42);
+
+    let bad = parse_app_patch(json!({"id": "/p", "cmd": "x", "constraints": [["hostname", "ONE_PER_HOST", "2"]]})).unwrap();
+    let err = sim
+        .cmd(Command::CreateApp { force: false, id: Sim::id("/p"), patch: Box::new(bad) })
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("ONE_PER_HOST takes no value"), "{err:?}");
+
+    sim.create(json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 1, "instances": 2,
+        "constraints": [["hostname", "ONE_PER_HOST"]]}));
+    let on = |sim: &Sim, host: &str| {
+        let mut o = sim.offer();
+        o.id = OfferId(format!("offer-{host}"));
+        o.hostname = host.into();
+        o.agent_id = AgentId(format!("agent-{host}"));
+        o
+    };
+    // Three offers in one batch: asked about all three at once. The first placement changes
+    // the summary, so the plugin is asked again, from the current offer on (it may take a
+    // second instance); h1 is then refused on both of its offers and h2 takes the second.
+    let batch = vec![on(&sim, "h1"), on(&sim, "h1"), on(&sim, "h2")];
+    sim.core.handle_offers(sim.now, batch);
+    sim.drain();
+    assert_eq!(sim.count("/p"), (2, 2));
+    assert_eq!(*plugin.calls.lock().unwrap(), vec![(3, 0), (3, 1)]);
+    let stats = sim.core.snapshot().offer_stats[&Sim::id("/p")].clone();
+    let refused = stats.last_unused.back().unwrap();
+    assert_eq!(refused.offer.hostname, "h1");
+    assert_eq!(refused.detail.as_deref(), Some("ONE_PER_HOST: h1 is taken"));
+}
