@@ -4,12 +4,10 @@
 
 use crate::harness::*;
 use crate::health::{ctl_dir, server_app, task_ids, touch, wait_app};
-use pacer_wasm::testing::guest;
+use pacer_wasm::testing::{guest, http_server};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Writes a plugin file naming built guests by absolute path.
@@ -24,43 +22,19 @@ fn plugin_conf(dir: &std::path::Path, plugins: Value) -> PathBuf {
     path
 }
 
-/// A loopback HTTP server that keeps every request body it receives.
-fn webhook_receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let kept = bodies.clone();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { return };
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = c.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(i) = text.find("\r\n\r\n") {
-                    let len = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= i + 4 + len {
-                        kept.lock().unwrap().push(text[i + 4..].to_string());
-                        break;
-                    }
-                }
-            }
-            let _ = c.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, bodies)
+/// A loopback HTTP server; the bodies it received, so far.
+fn webhook_receiver() -> (u16, impl Fn() -> Vec<String>) {
+    let (port, rx) = http_server(204, "");
+    let bodies = Mutex::new(Vec::new());
+    let received = move || {
+        let mut b = bodies.lock().unwrap();
+        b.extend(
+            rx.try_iter()
+                .map(|r| r.split_once("\r\n\r\n").unwrap().1.to_string()),
+        );
+        b.clone()
+    };
+    (port, received)
 }
 
 fn queue_reasons(p: &Pacer, app: &str) -> Vec<String> {
@@ -220,7 +194,7 @@ fn constraint_plugins_place_apps_refuse_with_reasons_and_misbehave_harmlessly() 
         "api_post_event at the webhook",
         Duration::from_secs(30),
         || {
-            let b = bodies.lock().unwrap().clone();
+            let b = bodies();
             let events: Vec<Value> = b
                 .iter()
                 .flat_map(|body| serde_json::from_str::<Vec<Value>>(body).unwrap())

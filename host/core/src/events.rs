@@ -33,7 +33,7 @@ pub enum Event {
     FailedHealthCheck {
         app_id: PathId,
         instance_id: InstanceId,
-        health_check: HealthCheck,
+        health_check: Box<HealthCheck>,
     },
     /// A task is killed for failing its health checks (`unhealthy_instance_kill_event`).
     UnhealthyInstanceKill {
@@ -82,7 +82,7 @@ pub enum Event {
     AddHealthCheck {
         app_id: PathId,
         version: Timestamp,
-        health_check: HealthCheck,
+        health_check: Box<HealthCheck>,
     },
     /// An app with health checks was removed (`remove_health_check_event`).
     RemoveHealthCheck { app_id: PathId },

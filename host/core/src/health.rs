@@ -389,7 +389,7 @@ impl Scheduler {
                 self.pending.push(Effect::Event(Event::FailedHealthCheck {
                     app_id: inst.app_id.clone(),
                     instance_id: inst.id.clone(),
-                    health_check: hc.clone(),
+                    health_check: Box::new(hc.clone()),
                 }));
                 // Marathon decides on the count *before* this failure; 0 never kills.
                 let max = hc.max_consecutive_failures.max(0) as u32;

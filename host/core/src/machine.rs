@@ -969,7 +969,7 @@ impl Scheduler {
                 self.pending.push(Effect::Event(Event::AddHealthCheck {
                     app_id: app.id.clone(),
                     version: app.version,
-                    health_check: hc.clone(),
+                    health_check: Box::new(hc.clone()),
                 }));
             }
         }
@@ -1949,18 +1949,15 @@ struct PluginAsk<'a> {
     placed: &'a [&'a crate::instance::AgentInfo],
 }
 
+/// Per plugin constraint (by operator), its decisions for the offers asked about.
+type Decisions = Vec<(String, Vec<crate::constraints::PluginDecision>)>;
+
 /// Plugin decisions for the offers of one batch, per app: asked for all remaining offers at
 /// once, forgotten when the app places an instance.
 #[derive(Default)]
 struct PluginVerdicts {
-    /// App → (index of the first offer asked about, per plugin constraint its decisions).
-    by_app: BTreeMap<
-        PathId,
-        (
-            usize,
-            Vec<(String, Vec<crate::constraints::PluginDecision>)>,
-        ),
-    >,
+    /// App → (index of the first offer asked about, the decisions from there on).
+    by_app: BTreeMap<PathId, (usize, Decisions)>,
 }
 
 impl PluginVerdicts {

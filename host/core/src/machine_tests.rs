@@ -1481,7 +1481,10 @@ impl crate::constraints::ConstraintPlugins for OnePerHost {
         placed: &crate::constraints::PlacedSummary,
         offers: &[&Offer],
     ) -> Vec<crate::constraints::PluginDecision> {
-        self.calls.lock().unwrap().push((offers.len(), placed.total));
+        self.calls
+            .lock()
+            .unwrap()
+            .push((offers.len(), placed.total));
         assert_eq!((req.operator, req.field), ("ONE_PER_HOST", "hostname"));
         offers
             .iter()
@@ -1507,14 +1510,26 @@ fn plugin_operators_are_validated_and_asked_once_per_batch_until_a_placement() {
     let mut sim = Sim::new();
     sim.core = Scheduler::new(config, 42);
 
-    let bad = parse_app_patch(json!({"id": "/p", "cmd": "x", "constraints": [["hostname", "ONE_PER_HOST", "2"]]})).unwrap();
+    let bad = parse_app_patch(
+        json!({"id": "/p", "cmd": "x", "constraints": [["hostname", "ONE_PER_HOST", "2"]]}),
+    )
+    .unwrap();
     let err = sim
-        .cmd(Command::CreateApp { force: false, id: Sim::id("/p"), patch: Box::new(bad) })
+        .cmd(Command::CreateApp {
+            force: false,
+            id: Sim::id("/p"),
+            patch: Box::new(bad),
+        })
         .unwrap_err();
-    assert!(format!("{err:?}").contains("ONE_PER_HOST takes no value"), "{err:?}");
+    assert!(
+        format!("{err:?}").contains("ONE_PER_HOST takes no value"),
+        "{err:?}"
+    );
 
-    sim.create(json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 1, "instances": 2,
-        "constraints": [["hostname", "ONE_PER_HOST"]]}));
+    sim.create(
+        json!({"id": "/p", "cmd": "x", "cpus": 0.1, "mem": 1, "instances": 2,
+        "constraints": [["hostname", "ONE_PER_HOST"]]}),
+    );
     let on = |sim: &Sim, host: &str| {
         let mut o = sim.offer();
         o.id = OfferId(format!("offer-{host}"));

@@ -303,7 +303,7 @@ pub fn validate_app(app: &AppDefinition, ctx: &ValidationContext) -> Vec<Violati
         let path = format!("/healthChecks({i})");
         let plugins = &ctx.extensions.health_checks;
         if !HEALTH_PROTOCOLS.contains(&hc.protocol.as_str())
-            && !(hc.protocol == "PLUGIN" && !plugins.is_empty())
+            && (hc.protocol != "PLUGIN" || plugins.is_empty())
         {
             let mut known = HEALTH_PROTOCOLS.join(",");
             if !plugins.is_empty() {

@@ -125,8 +125,10 @@ impl MetricsSource for PluginMetricsSource {
         if info.is_empty() {
             return;
         }
-        let per = |f: &dyn Fn(&pacer_wasm::PluginMetrics) -> u64| {
+        let per = |kind: Option<pacer_wasm::Kind>,
+                   f: &dyn Fn(&pacer_wasm::PluginMetrics) -> u64| {
             info.iter()
+                .filter(|p| kind.is_none_or(|k| p.spec.kind == k))
                 .map(|p| ([("plugin", p.spec.id.as_str())], f(&p.metrics)))
                 .collect::<Vec<_>>()
         };
@@ -134,25 +136,25 @@ impl MetricsSource for PluginMetricsSource {
             "plugin_calls_total",
             "counter",
             "Calls into each plugin.",
-            per(&|m| m.calls.load(Relaxed)),
+            per(None, &|m| m.calls.load(Relaxed)),
         );
         w.family(
             "plugin_fuel_used_total",
             "counter",
             "Wasm fuel each plugin used.",
-            per(&|m| m.fuel_used.load(Relaxed)),
+            per(None, &|m| m.fuel_used.load(Relaxed)),
         );
         w.family(
             "plugin_busy_microseconds_total",
             "counter",
             "Wall time spent in calls into each plugin.",
-            per(&|m| m.busy_micros.load(Relaxed)),
+            per(None, &|m| m.busy_micros.load(Relaxed)),
         );
         w.family(
             "plugin_instantiations_total",
             "counter",
             "Instances created per plugin (health checks get one per check).",
-            per(&|m| m.instantiations.load(Relaxed)),
+            per(None, &|m| m.instantiations.load(Relaxed)),
         );
         let failures: Vec<(String, &'static str, u64)> = info
             .iter()
@@ -172,34 +174,28 @@ impl MetricsSource for PluginMetricsSource {
                 .iter()
                 .map(|(id, cause, n)| ([("plugin", id.as_str()), ("cause", *cause)], *n)),
         );
-        let sinks: Vec<_> = info
+        let sink = Some(pacer_wasm::Kind::EventSink);
+        if info
             .iter()
-            .filter(|p| p.spec.kind == pacer_wasm::Kind::EventSink)
-            .collect();
-        if !sinks.is_empty() {
-            let per_sink = |f: &dyn Fn(&pacer_wasm::PluginMetrics) -> u64| {
-                sinks
-                    .iter()
-                    .map(|p| ([("plugin", p.spec.id.as_str())], f(&p.metrics)))
-                    .collect::<Vec<_>>()
-            };
+            .any(|p| p.spec.kind == pacer_wasm::Kind::EventSink)
+        {
             w.family(
                 "plugin_sink_events_delivered_total",
                 "counter",
                 "Events an event-sink plugin accepted.",
-                per_sink(&|m| m.events_delivered.load(Relaxed)),
+                per(sink, &|m| m.events_delivered.load(Relaxed)),
             );
             w.family(
                 "plugin_sink_events_dropped_total",
                 "counter",
                 "Events an event-sink plugin lost: queue overflow, failed or crashed deliveries, disabled sink.",
-                per_sink(&|m| m.events_dropped.load(Relaxed)),
+                per(sink, &|m| m.events_dropped.load(Relaxed)),
             );
             w.family(
                 "plugin_sink_disabled",
                 "gauge",
                 "1 when an event-sink plugin was disabled after repeated crashes.",
-                per_sink(&|m| m.disabled.load(Relaxed)),
+                per(sink, &|m| m.disabled.load(Relaxed)),
             );
         }
     }

@@ -22,7 +22,14 @@ fn attributes(i: usize) -> std::collections::BTreeMap<String, AttributeValue> {
             } else {
                 AttributeValue::Scalar((i * a) as f64)
             };
-            (if a == 0 { "rack".into() } else { format!("attr{a}") }, v)
+            (
+                if a == 0 {
+                    "rack".into()
+                } else {
+                    format!("attr{a}")
+                },
+                v,
+            )
         })
         .collect()
 }
@@ -50,7 +57,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let rounds: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
     let placed: Vec<AgentInfo> = (0..PLACED)
         .map(|i| AgentInfo {
             agent_id: AgentId(format!("a{i}")),
@@ -138,11 +148,22 @@ async fn main() {
         health_t.push(t.elapsed() / 200);
     }
 
-    let (n, b, s, hc) = (median(native_t), median(batched_t), median(single_t), median(health_t));
+    let (n, b, s, hc) = (
+        median(native_t),
+        median(batched_t),
+        median(single_t),
+        median(health_t),
+    );
     println!("plugin_bench: {PLACED} placed instances, 10 attributes per agent, batches of {BATCH} offers, median of {rounds} rounds");
     println!("load + compile 2 plugins (no cache): {load_time:?}");
     println!("native MAX_PER per offer:            {n:?}");
-    println!("plugin SPREAD_EVEN per offer, batched (incl. summary): {b:?}  ({:.2}x native)", b.as_secs_f64() / n.as_secs_f64());
-    println!("plugin SPREAD_EVEN per offer, one offer per call:      {s:?}  ({:.2}x native)", s.as_secs_f64() / n.as_secs_f64());
+    println!(
+        "plugin SPREAD_EVEN per offer, batched (incl. summary): {b:?}  ({:.2}x native)",
+        b.as_secs_f64() / n.as_secs_f64()
+    );
+    println!(
+        "plugin SPREAD_EVEN per offer, one offer per call:      {s:?}  ({:.2}x native)",
+        s.as_secs_f64() / n.as_secs_f64()
+    );
     println!("health plugin check in a fresh instance (no IO):       {hc:?}");
 }

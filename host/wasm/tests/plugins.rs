@@ -2,9 +2,8 @@
 
 use pacer_core::cluster::{AgentId, AttributeValue, Offer, OfferId};
 use pacer_core::constraints::{PlacedSummary, PluginRequest};
-use pacer_wasm::testing::guest;
+use pacer_wasm::testing::{guest, http_server};
 use pacer_wasm::{config, Cause, HealthTarget, HealthVerdict, Phase, PluginError, Plugins};
-use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
@@ -251,50 +250,6 @@ async fn wrong_kind_wrong_version_and_wrong_digest_are_refused_at_load() {
     .await
     .unwrap_err();
     assert_eq!(e.phase, Phase::Configure, "{e}");
-}
-
-/// A tiny HTTP server on loopback answering every request with `body` and `status`.
-fn http_server(status: u16, body: &'static str) -> (u16, std::sync::mpsc::Receiver<String>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut c) = conn else { return };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-            // Read the head, then as much body as Content-Length says.
-            loop {
-                let Ok(n) = c.read(&mut chunk) else { break };
-                if n == 0 {
-                    break;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some(i) = text.find("\r\n\r\n") {
-                    let len = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if buf.len() >= i + 4 + len {
-                        break;
-                    }
-                }
-            }
-            let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
-            let _ = write!(
-                c,
-                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    (port, rx)
 }
 
 fn target(port: u16, params: &str) -> HealthTarget {

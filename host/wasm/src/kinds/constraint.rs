@@ -146,7 +146,7 @@ impl ConstraintHost {
         let r = self.call(Phase::Validate, |s, p| {
             p.pacer_plugin_constraint()
                 .call_validate(s, operator, field, params)
-                .map(|r| Ok(r))
+                .map(Ok)
         });
         match r {
             Ok(Ok(())) => Ok(()),
