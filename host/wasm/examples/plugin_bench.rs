@@ -174,11 +174,11 @@ async fn main() {
     println!("native MAX_PER per offer, recounting placed (as the core does): {n:?}");
     println!("native MAX_PER per offer, batched with one summary:             {ns:?}");
     println!(
-        "plugin SPREAD_EVEN per offer, batched (incl. summary): {b:?}  ({:.2}x native)",
-        b.as_secs_f64() / n.as_secs_f64()
+        "plugin SPREAD_EVEN per offer, batched (incl. summary): {b:?}  ({:.1}x native batched)",
+        b.as_secs_f64() / ns.as_secs_f64()
     );
     println!(
-        "plugin SPREAD_EVEN per offer, one offer per call:      {s:?}  ({:.2}x native)",
+        "plugin SPREAD_EVEN per offer, one offer per call:      {s:?}  ({:.2}x native recount)",
         s.as_secs_f64() / n.as_secs_f64()
     );
     println!("health plugin check in a fresh instance (no IO):       {hc:?}");
