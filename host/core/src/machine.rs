@@ -1416,8 +1416,9 @@ impl Scheduler {
     pub fn handle_offers(&mut self, now: Timestamp, offers: Vec<Offer>) {
         let offers: Vec<Arc<Offer>> = offers.into_iter().map(Arc::new).collect();
         let mut verdicts = PluginVerdicts::default();
+        let mut parsed = BTreeMap::new();
         for at in 0..offers.len() {
-            self.place_on(now, &offers, at, &mut verdicts);
+            self.place_on(now, &offers, at, &mut verdicts, &mut parsed);
         }
     }
 
@@ -1427,6 +1428,7 @@ impl Scheduler {
         offers: &[Arc<Offer>],
         at: usize,
         verdicts: &mut PluginVerdicts,
+        parsed_constraints: &mut ParsedConstraints,
     ) {
         let offer = &offers[at];
         let mut budget = crate::placement::OfferBudget::of(offer);
@@ -1439,7 +1441,6 @@ impl Scheduler {
         for (app, _) in &candidates {
             *waiting.entry(app.id.clone()).or_default() += 1;
         }
-        let mut parsed_constraints = BTreeMap::new();
         for (app, inst) in candidates {
             if launches.len() >= self.config.max_instances_per_offer {
                 break;
@@ -1948,6 +1949,9 @@ struct PluginAsk<'a> {
     constraints: &'a [crate::constraints::Constraint],
     placed: &'a [&'a crate::instance::AgentInfo],
 }
+
+/// Each app version's constraints, parsed once per batch of offers.
+type ParsedConstraints = BTreeMap<(PathId, Timestamp), Vec<crate::constraints::Constraint>>;
 
 /// Per plugin constraint (by operator), its decisions for the offers asked about.
 type Decisions = Vec<(String, Vec<crate::constraints::PluginDecision>)>;

@@ -132,30 +132,36 @@ impl MetricsSource for PluginMetricsSource {
                 .map(|p| ([("plugin", p.spec.id.as_str())], f(&p.metrics)))
                 .collect::<Vec<_>>()
         };
-        w.family(
-            "plugin_calls_total",
-            "counter",
-            "Calls into each plugin.",
-            per(None, &|m| m.calls.load(Relaxed)),
-        );
-        w.family(
-            "plugin_fuel_used_total",
-            "counter",
-            "Wasm fuel each plugin used.",
-            per(None, &|m| m.fuel_used.load(Relaxed)),
-        );
-        w.family(
-            "plugin_busy_microseconds_total",
-            "counter",
-            "Wall time spent in calls into each plugin.",
-            per(None, &|m| m.busy_micros.load(Relaxed)),
-        );
-        w.family(
-            "plugin_instantiations_total",
-            "counter",
-            "Instances created per plugin (health checks get one per check).",
-            per(None, &|m| m.instantiations.load(Relaxed)),
-        );
+        type Read = fn(&pacer_wasm::PluginMetrics) -> u64;
+        let all: [(&str, &str, &str, Read); 4] = [
+            (
+                "plugin_calls_total",
+                "counter",
+                "Calls into each plugin.",
+                |m| m.calls.load(Relaxed),
+            ),
+            (
+                "plugin_fuel_used_total",
+                "counter",
+                "Wasm fuel each plugin used.",
+                |m| m.fuel_used.load(Relaxed),
+            ),
+            (
+                "plugin_busy_microseconds_total",
+                "counter",
+                "Wall time spent in calls into each plugin.",
+                |m| m.busy_micros.load(Relaxed),
+            ),
+            (
+                "plugin_instantiations_total",
+                "counter",
+                "Instances created per plugin (health checks get one per check).",
+                |m| m.instantiations.load(Relaxed),
+            ),
+        ];
+        for (name, kind, help, read) in all {
+            w.family(name, kind, help, per(None, &read));
+        }
         let failures: Vec<(String, &'static str, u64)> = info
             .iter()
             .flat_map(|p| {
@@ -179,24 +185,20 @@ impl MetricsSource for PluginMetricsSource {
             .iter()
             .any(|p| p.spec.kind == pacer_wasm::Kind::EventSink)
         {
-            w.family(
-                "plugin_sink_events_delivered_total",
-                "counter",
-                "Events an event-sink plugin accepted.",
-                per(sink, &|m| m.events_delivered.load(Relaxed)),
-            );
-            w.family(
-                "plugin_sink_events_dropped_total",
-                "counter",
-                "Events an event-sink plugin lost: queue overflow, failed or crashed deliveries, disabled sink.",
-                per(sink, &|m| m.events_dropped.load(Relaxed)),
-            );
-            w.family(
-                "plugin_sink_disabled",
-                "gauge",
-                "1 when an event-sink plugin was disabled after repeated crashes.",
-                per(sink, &|m| m.disabled.load(Relaxed)),
-            );
+            let sinks: [(&str, &str, &str, Read); 3] = [
+                ("plugin_sink_events_delivered_total", "counter", "Events an event-sink plugin accepted.", |m| {
+                    m.events_delivered.load(Relaxed)
+                }),
+                ("plugin_sink_events_dropped_total", "counter", "Events an event-sink plugin lost: queue overflow, failed or crashed deliveries, disabled sink.", |m| {
+                    m.events_dropped.load(Relaxed)
+                }),
+                ("plugin_sink_disabled", "gauge", "1 when an event-sink plugin was disabled after repeated crashes.", |m| {
+                    m.disabled.load(Relaxed)
+                }),
+            ];
+            for (name, kind, help, read) in sinks {
+                w.family(name, kind, help, per(sink, &read));
+            }
         }
     }
 }

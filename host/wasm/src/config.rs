@@ -34,10 +34,6 @@ impl Kind {
         }
     }
 
-    pub fn name(self) -> &'static str {
-        self.interface()
-    }
-
     fn default_limits(self) -> Limits {
         match self {
             Kind::Constraint => Limits {
@@ -211,7 +207,7 @@ pub fn parse(text: &str, plugin_dir: Option<&Path>) -> Result<Vec<PluginSpec>, S
             if present && kind != allowed {
                 return Err(here(format!(
                     "{field} applies only to {} plugins",
-                    allowed.name()
+                    allowed.interface()
                 )));
             }
             Ok(())

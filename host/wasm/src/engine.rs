@@ -139,7 +139,7 @@ pub fn check_shape(engine: &Engine, component: &Component, kind: Kind) -> Result
         };
         return Err(format!(
             "{what}, but it is configured as a {} plugin (which exports pacer:plugin/{}@{host})",
-            kind.name(),
+            kind.interface(),
             kind.interface()
         ));
     }
@@ -157,7 +157,7 @@ pub fn check_shape(engine: &Engine, component: &Component, kind: Kind) -> Result
             _ => {
                 return Err(format!(
                     "it imports {name}, which a {} plugin is not granted",
-                    kind.name()
+                    kind.interface()
                 ))
             }
         }

@@ -135,7 +135,7 @@ impl Plugins {
                     out.pending_sinks.lock().unwrap().push((host, live));
                 }
             }
-            tracing::info!(plugin = %spec.id, kind = spec.kind.name(), path = %spec.path.display(), message = "Plugin loaded.");
+            tracing::info!(plugin = %spec.id, kind = spec.kind.interface(), path = %spec.path.display(), message = "Plugin loaded.");
             out.info.push(PluginInfo { spec, metrics });
         }
         if !out.constraint_hosts.is_empty() {
