@@ -1,0 +1,1 @@
+//! Mesos master simulator (being written).

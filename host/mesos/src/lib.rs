@@ -1,0 +1,1 @@
+//! Pacer on Mesos (being written).
