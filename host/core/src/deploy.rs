@@ -654,6 +654,7 @@ impl Scheduler {
             }
         }
         self.kill_overdue_launches(now, &mut ops);
+        self.handle_unreachable(now, &mut ops);
         self.converge_freed(now, &mut ops);
         self.finish_deployments(now, &mut ops);
         self.flush(ops);

@@ -44,6 +44,9 @@ pub struct Config {
     pub max_apps: Option<usize>,
     /// What plugins add: constraint operators and health-check types.
     pub extensions: crate::plugins::Extensions,
+    /// `--launch_tokens`: launches allowed until the next refill (`refill_launch_tokens`); each
+    /// task reaching RUNNING gives one back. `None`: unlimited (the local backend).
+    pub launch_tokens: Option<u32>,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             deployment_rollback_on_failure: false,
             max_apps: None,
             extensions: Default::default(),
+            launch_tokens: None,
         }
     }
 }
@@ -274,6 +278,11 @@ pub struct Scheduler {
     pub(crate) root_deltas: imbl::OrdSet<Timestamp>,
     /// Tasks launched but not yet RUNNING, by staging time (for `--task_launch_timeout`).
     launching: BTreeSet<(Timestamp, InstanceId)>,
+    /// Instances whose task is unreachable, by the time it became so (for the apps'
+    /// `unreachableStrategy`).
+    unreachable: BTreeSet<(Timestamp, InstanceId)>,
+    /// Launches left before the next refill (`Config::launch_tokens`).
+    launch_tokens: Option<u64>,
     /// Apps of deployments cancelled in the step in progress, to converge at its end.
     pub(crate) freed: BTreeSet<PathId>,
 }
@@ -332,7 +341,6 @@ impl Scheduler {
     pub fn new(config: Config, seed: u64) -> Self {
         Scheduler {
             state: State::default(),
-            config,
             ids: IdSource::new(seed),
             effects: VecDeque::new(),
             last_version: Timestamp::EPOCH,
@@ -345,7 +353,10 @@ impl Scheduler {
             progress: imbl::OrdMap::new(),
             root_deltas: imbl::OrdSet::new(),
             launching: BTreeSet::new(),
+            unreachable: BTreeSet::new(),
+            launch_tokens: config_tokens(&config),
             freed: BTreeSet::new(),
+            config,
         }
     }
 
@@ -531,6 +542,12 @@ impl Scheduler {
             .instances
             .values()
             .filter_map(|i| launching_key(i))
+            .collect();
+        self.unreachable = self
+            .state
+            .instances
+            .values()
+            .filter_map(|i| unreachable_key(i))
             .collect();
     }
 
@@ -1103,6 +1120,67 @@ impl Scheduler {
         if let Some(k) = after.and_then(launching_key) {
             self.launching.insert(k);
         }
+        if let Some(k) = before.and_then(unreachable_key) {
+            self.unreachable.remove(&k);
+        }
+        if let Some(k) = after.and_then(unreachable_key) {
+            self.unreachable.insert(k);
+        }
+    }
+
+    /// Marathon's `unreachableStrategy`: an instance unreachable for `inactiveAfterSeconds` is
+    /// given up (its kill is sent, for when the agent comes back) and replaced; after
+    /// `expungeAfterSeconds` its record goes. `disabled` gives up at once.
+    pub(crate) fn handle_unreachable(&mut self, now: Timestamp, ops: &mut Vec<StoreOp>) {
+        let due: Vec<(Timestamp, InstanceId)> = self
+            .unreachable
+            .iter()
+            .filter(|(since, iid)| {
+                self.unreachable_deadline(iid, *since)
+                    .is_some_and(|d| d <= now)
+            })
+            .cloned()
+            .collect();
+        for (since, iid) in due {
+            let Some(inst) = self.state.instances.get(&iid).cloned() else {
+                continue;
+            };
+            let (inactive, expunge) = self.unreachable_timeouts(&inst.app_id);
+            if now >= since.plus(expunge) {
+                self.expunge(&inst, ops);
+                let app_id = inst.app_id.clone();
+                self.converge(&app_id, now, ops);
+            } else if now >= since.plus(inactive) && inst.goal != Goal::Decommissioned {
+                let app_id = inst.app_id.clone();
+                self.decommission(&inst, ops);
+                self.converge(&app_id, now, ops);
+            }
+        }
+    }
+
+    /// (inactive after, expunge after) for an app's unreachable instances.
+    fn unreachable_timeouts(&self, app_id: &PathId) -> (Duration, Duration) {
+        use crate::app::UnreachableStrategy;
+        match self.state.apps.get(app_id).map(|a| &a.unreachable_strategy) {
+            Some(UnreachableStrategy::Enabled(u)) => {
+                let secs = |s: i64| Duration::from_secs(s.max(0) as u64);
+                let inactive = secs(u.inactive_after_seconds);
+                (inactive, secs(u.expunge_after_seconds).max(inactive))
+            }
+            // Disabled, or the app is gone: give the instance up at once.
+            _ => (Duration::ZERO, Duration::ZERO),
+        }
+    }
+
+    /// When an unreachable instance next changes: given up, then expunged.
+    fn unreachable_deadline(&self, iid: &InstanceId, since: Timestamp) -> Option<Timestamp> {
+        let inst = self.state.instances.get(iid)?;
+        let (inactive, expunge) = self.unreachable_timeouts(&inst.app_id);
+        Some(if inst.goal == Goal::Decommissioned {
+            since.plus(expunge)
+        } else {
+            since.plus(inactive)
+        })
     }
 
     /// Kills tasks that did not reach RUNNING within `--task_launch_timeout`; their instances
@@ -1309,6 +1387,15 @@ impl Scheduler {
 }
 
 /// The launch-timeout index key of an instance whose task has not reached RUNNING yet.
+fn unreachable_key(i: &Instance) -> Option<(Timestamp, InstanceId)> {
+    let t = i.task.as_ref()?;
+    (t.state == TaskState::Unreachable).then(|| (t.since, i.id.clone()))
+}
+
+fn config_tokens(config: &Config) -> Option<u64> {
+    config.launch_tokens.map(u64::from)
+}
+
 fn launching_key(i: &Instance) -> Option<(Timestamp, InstanceId)> {
     let t = i.task.as_ref()?;
     let launching = matches!(t.state, TaskState::Staging | TaskState::Starting) && !t.kill_sent;
@@ -1353,7 +1440,25 @@ impl Scheduler {
     }
 
     pub fn wants_offers(&self, now: Timestamp) -> bool {
-        self.launchable(now).next().is_some()
+        self.launch_tokens != Some(0) && self.launchable(now).next().is_some()
+    }
+
+    /// Starts a new `--launch_token_refresh_interval`: the full `--launch_tokens` again.
+    pub fn refill_launch_tokens(&mut self) {
+        self.launch_tokens = config_tokens(&self.config);
+    }
+
+    /// Asks the backend for the state of every task Pacer believes alive (explicit
+    /// reconciliation), e.g. after (re)subscribing to a Mesos master.
+    pub fn reconcile_known(&mut self) {
+        let known: Vec<TaskId> = self
+            .state
+            .instances
+            .values()
+            .filter(|i| i.is_active())
+            .filter_map(|i| i.task.as_ref().map(|t| t.task_id.clone()))
+            .collect();
+        self.effects.push_back(Effect::Reconcile(known));
     }
 
     fn launchable(
@@ -1401,7 +1506,15 @@ impl Scheduler {
             .first()
             .map(|(staged, _)| staged.plus(self.config.task_launch_timeout));
         let progress = self.progress_deadlines().map(|(_, _, at)| at).min();
-        [backoff, launch, progress].into_iter().flatten().min()
+        let unreachable = self
+            .unreachable
+            .iter()
+            .filter_map(|(since, iid)| self.unreachable_deadline(iid, *since))
+            .min();
+        [backoff, launch, progress, unreachable]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Places waiting instances on an offer, or declines it.
@@ -1443,6 +1556,9 @@ impl Scheduler {
         }
         for (app, inst) in candidates {
             if launches.len() >= self.config.max_instances_per_offer {
+                break;
+            }
+            if self.launch_tokens == Some(0) {
                 break;
             }
             if rejected_apps.contains(&app.id) {
@@ -1490,6 +1606,9 @@ impl Scheduler {
             };
             match matched {
                 Ok(host_ports) => {
+                    if let Some(t) = self.launch_tokens.as_mut() {
+                        *t = t.saturating_sub(1);
+                    }
                     let spec = self.start_task(now, &app, &inst, offer, host_ports, &mut ops);
                     launches.push(spec);
                     used_apps.insert(app.id.clone());
@@ -1651,6 +1770,9 @@ impl Scheduler {
         task.message = status.message.clone();
         if status.state == TaskState::Running && task.started_at.is_none() {
             task.started_at = Some(now);
+            if let Some(t) = self.launch_tokens.as_mut() {
+                *t += 1;
+            }
         }
         let task_id = task.task_id.clone();
         let host = i.agent.as_ref().map(|a| a.host.clone()).unwrap_or_default();

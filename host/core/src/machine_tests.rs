@@ -1550,3 +1550,115 @@ fn plugin_operators_are_validated_and_asked_once_per_batch_until_a_placement() {
     assert_eq!(refused.offer.hostname, "h1");
     assert_eq!(refused.detail.as_deref(), Some("ONE_PER_HOST: h1 is taken"));
 }
+
+#[test]
+fn unreachable_instances_are_replaced_after_inactive_and_expunged_after_expunge() {
+    let mut sim = Sim::new();
+    sim.create(
+        json!({"id": "/u", "cmd": "x", "cpus": 0.01, "mem": 1, "instances": 2,
+        "unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120}}),
+    );
+    sim.settle();
+    assert_eq!(sim.count("/u"), (2, 2));
+    let lost = sim.launched[0].task_id.clone();
+    sim.status(&lost, TaskState::Unreachable);
+    // Its agent cannot answer a kill while it is unreachable.
+    sim.running.remove(&lost);
+    // Still counted: no replacement before inactiveAfterSeconds.
+    assert!(!sim.core.wants_offers(sim.now));
+    let t0 = sim.now;
+    assert_eq!(
+        sim.core.next_deadline(sim.now),
+        Some(t0.plus(Duration::from_secs(60)))
+    );
+    sim.now = t0.plus(Duration::from_secs(60));
+    sim.core.tick(sim.now);
+    sim.drain();
+    assert_eq!(sim.killed, vec![lost.clone()], "given up: its kill is sent");
+    sim.settle();
+    assert_eq!(sim.launched.len(), 3, "a replacement was launched");
+    assert_ne!(sim.launched[2].task_id.instance_id(), lost.instance_id());
+    let snap = sim.core.snapshot();
+    let iid = lost.instance_id().unwrap();
+    assert_eq!(
+        snap.instances[&iid].state(),
+        Some(TaskState::Unreachable),
+        "kept until expunged"
+    );
+    assert_eq!(
+        sim.core.next_deadline(sim.now),
+        Some(t0.plus(Duration::from_secs(120)))
+    );
+    sim.now = t0.plus(Duration::from_secs(120));
+    sim.core.tick(sim.now);
+    sim.drain();
+    assert!(
+        !sim.core.snapshot().instances.contains_key(&iid),
+        "expunged"
+    );
+    assert_eq!(sim.count("/u"), (2, 2));
+    // If its agent comes back, the task is unknown and is killed.
+    sim.killed.clear();
+    sim.status(&lost, TaskState::Running);
+    assert_eq!(sim.killed, vec![lost]);
+}
+
+#[test]
+fn disabled_or_zero_unreachable_strategy_replaces_at_once_and_comeback_is_killed() {
+    for strategy in [
+        json!("disabled"),
+        json!({"inactiveAfterSeconds": 0, "expungeAfterSeconds": 0}),
+    ] {
+        let mut sim = Sim::new();
+        sim.create(json!({"id": "/d", "cmd": "x", "cpus": 0.01, "mem": 1,
+            "unreachableStrategy": strategy}));
+        sim.settle();
+        let lost = sim.launched[0].task_id.clone();
+        sim.status(&lost, TaskState::Unreachable);
+        assert_eq!(sim.core.next_deadline(sim.now), Some(sim.now));
+        sim.core.tick(sim.now);
+        sim.drain();
+        sim.settle();
+        assert_eq!(sim.launched.len(), 2);
+        assert_eq!(sim.count("/d"), (1, 1));
+    }
+}
+
+#[test]
+fn launch_tokens_limit_launches_until_tasks_run_or_a_refill() {
+    let mut sim = Sim::new();
+    sim.core = Scheduler::new(
+        Config {
+            launch_tokens: Some(3),
+            max_instances_per_offer: 100,
+            ..Config::default()
+        },
+        42,
+    );
+    sim.auto = false;
+    sim.create(json!({"id": "/t", "cmd": "x", "cpus": 0.01, "mem": 1, "instances": 10}));
+    sim.offer_seq += 1;
+    let o = sim.offer();
+    sim.core.handle_offer(sim.now, o);
+    sim.drain();
+    assert_eq!(sim.launched.len(), 3);
+    assert!(
+        !sim.core.wants_offers(sim.now),
+        "no tokens left: no offers wanted"
+    );
+    // A task reaching RUNNING gives its token back.
+    let first = sim.launched[0].task_id.clone();
+    sim.status(&first, TaskState::Running);
+    assert!(sim.core.wants_offers(sim.now));
+    sim.offer_seq += 1;
+    let o = sim.offer();
+    sim.core.handle_offer(sim.now, o);
+    sim.drain();
+    assert_eq!(sim.launched.len(), 4);
+    sim.core.refill_launch_tokens();
+    sim.offer_seq += 1;
+    let o = sim.offer();
+    sim.core.handle_offer(sim.now, o);
+    sim.drain();
+    assert_eq!(sim.launched.len(), 7);
+}

@@ -638,6 +638,7 @@ fn load_core(
         deployment_rollback_on_failure: flags.deployment_rollback_on_failure,
         max_apps: flags.max_apps,
         extensions,
+        launch_tokens: (flags.master != "local").then_some(flags.launch_tokens),
     };
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed)
