@@ -238,8 +238,20 @@ pub struct KillRequest {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ClusterEvent {
     Offer(Offer),
+    /// Several offers at once (a Mesos OFFERS event): placed as one batch.
+    Offers(Vec<Offer>),
     OfferRescinded(OfferId),
     Status(TaskStatus),
+    /// Registered with the cluster manager (a Mesos SUBSCRIBED): the shell reconciles every
+    /// task it knows and announces it (`scheduler_registered_event` or `_reregistered_event`).
+    Registered {
+        framework_id: String,
+        master: String,
+        reregistered: bool,
+    },
+    /// The connection to the cluster manager is gone (`scheduler_disconnected_event`);
+    /// the backend reconnects by itself.
+    Disconnected { master: String, reason: String },
 }
 
 /// Where a backend delivers its events; the shell forwards them into the core.
@@ -260,6 +272,9 @@ pub trait Cluster: Send + Sync {
     fn revive(&self);
     /// Pacer needs no offers for now.
     fn suppress(&self);
+    /// The shell has processed (and made durable) the latest status update of this task: a
+    /// backend with reliable updates may acknowledge it now.
+    fn acknowledge(&self, _task: &TaskId) {}
     /// A short name for logs and `/v2/info`.
     fn name(&self) -> &'static str;
 }
