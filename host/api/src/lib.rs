@@ -63,7 +63,8 @@ pub struct ApiPost {
 pub struct ServerInfo {
     /// This Pacer: `host:port` and its URL (https when only HTTPS is served).
     pub me: leader::LeaderAddr,
-    pub framework_id: Option<String>,
+    /// The framework id the cluster manager gave Pacer (set when it registers).
+    pub framework_id: std::sync::Arc<std::sync::RwLock<Option<String>>>,
     /// The `marathon_config` object (credentials already redacted).
     pub marathon_config: serde_json::Value,
     pub zookeeper_config: serde_json::Value,

@@ -105,7 +105,7 @@ async fn info(AxState(ctx): Ctx) -> Response {
         "buildref": concat!("pacer-", env!("CARGO_PKG_VERSION")),
         "elected": ctx.role() == crate::leader::Role::Leader,
         "leader": ctx.current_leader().map(|l| l.id),
-        "frameworkId": i.framework_id,
+        "frameworkId": *i.framework_id.read().expect("framework id lock"),
         "marathon_config": i.marathon_config,
         "zookeeper_config": i.zookeeper_config,
         "http_config": i.http_config,

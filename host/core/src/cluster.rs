@@ -251,7 +251,10 @@ pub enum ClusterEvent {
     },
     /// The connection to the cluster manager is gone (`scheduler_disconnected_event`);
     /// the backend reconnects by itself.
-    Disconnected { master: String, reason: String },
+    Disconnected {
+        master: String,
+        reason: String,
+    },
 }
 
 /// Where a backend delivers its events; the shell forwards them into the core.

@@ -42,8 +42,8 @@ const LOCAL: &str = "Pacer: local agent (the default backend)";
 )]
 pub struct Flags {
     // ---- Core / Mesos -------------------------------------------------------------------------
-    /// Where apps run: `local` (this machine). A Mesos master URL (`zk://…/mesos`,
-    /// `http://host:5050`) needs the Mesos backend, which this build does not have yet.
+    /// Where apps run: `local` (this machine), or a Mesos cluster: `http://host:5050` (several
+    /// comma-separated; standbys redirect) or `zk://host:2181,…/mesos`.
     #[arg(long, default_value = "local", help_heading = CORE)]
     pub master: String,
 
@@ -908,7 +908,10 @@ where
             compat_values.push((c.name, value));
         }
     }
-    for name in MESOS_ONLY.iter().filter(|n| given(n)) {
+    for name in MESOS_ONLY
+        .iter()
+        .filter(|n| given(n) && flags.master == "local")
+    {
         warnings.push(format!(
             "--{name} only applies to the Mesos backend; the local backend ignores it."
         ));
@@ -945,11 +948,23 @@ where
 fn refuse_unsupported(f: &Flags, given: &dyn Fn(&str) -> bool) -> Result<(), FlagError> {
     let refuse = |msg: String| Err(FlagError::Refused(msg));
     if f.master != "local" {
-        return refuse(format!(
-            "--master {}: the Mesos backend is not part of this build; Pacer runs apps on this \
-             machine (--master local, the default)",
-            pacer_zk::redact_url(&f.master)
-        ));
+        if let Err(e) = pacer_mesos::MasterSource::parse(&f.master) {
+            return refuse(format!(
+                "--master {}: {e} (use local, http://host:5050 or zk://host:2181/mesos)",
+                pacer_zk::redact_url(&f.master)
+            ));
+        }
+        if f.mesos_authentication
+            && (f.mesos_authentication_principal.is_none()
+                || (f.mesos_authentication_secret.is_none()
+                    && f.mesos_authentication_secret_file.is_none()))
+        {
+            return refuse(
+                "--mesos_authentication needs --mesos_authentication_principal and a secret \
+                 (--mesos_authentication_secret_file)"
+                    .into(),
+            );
+        }
     }
     if given("zk") {
         if let Err(e) = pacer_zk::ZkUrl::parse(&f.zk) {
@@ -1182,8 +1197,11 @@ mod tests {
 
     #[test]
     fn unsupported_backends_are_refused_with_the_flag_named() {
-        let m = refused(&["--master", "zk://u:pw@zk1:2181/mesos"], &[]);
+        let m = refused(&["--master", "https://u:pw@m1:5050"], &[]);
         assert!(m.contains("--master") && !m.contains("pw"), "{m}");
+        ok(&["--master", "zk://u:pw@zk1:2181/mesos"], &[]);
+        ok(&["--master", "m1:5050,m2:5050"], &[]);
+        refused(&["--master", "m1:5050", "--mesos_authentication"], &[]);
         let p = ok(&[], &[("MARATHON_ZK", "zk://zk1:2181/marathon")]);
         assert!(p.use_zk && p.flags.ha);
         assert!(refused(&["--zk", "zk://h:2181"], &[]).contains("path"));

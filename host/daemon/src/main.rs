@@ -390,7 +390,7 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
     };
     let info = ServerInfo {
         me: me.clone(),
-        framework_id: None,
+        framework_id: Default::default(),
         marathon_config: marathon_config(&flags, &hostname, &compat, ha_enabled),
         zookeeper_config: zookeeper_config(&flags),
         http_config: json!({
@@ -478,9 +478,15 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
     let sink: ClusterEventSink = Arc::new(move |ev| {
         let _ = event_tx.send(ev);
     });
-    let cluster = start_local_agent(local, sink, election.is_some())
-        .await
-        .map_err(Stop::Failed)?;
+    let mesos = flags.master != "local";
+    let cluster: Arc<dyn pacer_core::cluster::Cluster> = if mesos {
+        tokio::task::block_in_place(|| start_mesos(&flags, &hostname, store.clone(), sink))
+            .map_err(Stop::Failed)?
+    } else {
+        start_local_agent(local, sink, election.is_some())
+            .await
+            .map_err(Stop::Failed)?
+    };
 
     let runtime = runtime::Runtime {
         core,
@@ -489,6 +495,8 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         api: api.clone(),
         prober,
         role: election.as_ref().map(|e| e.role.clone()),
+        launch_token_refresh: mesos
+            .then(|| Duration::from_millis(flags.launch_token_refresh_interval.max(1))),
     };
     let mut scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
     plugins::feed_sinks(loaded_plugins.clone(), &api.events);
@@ -506,12 +514,15 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
                 .map_err(|e| Stop::Failed(anyhow::anyhow!("cannot subscribe {url}: {e:?}")))?;
         }
     }
-    // The local backend is this machine: Pacer is registered as soon as it runs.
-    api.events.publish(
-        "scheduler_registered_event",
-        json!({"frameworkId": "local", "master": "local"}),
-        pacer_api::now(),
-    );
+    // The local backend is this machine: Pacer is registered as soon as it runs. On Mesos the
+    // runtime announces it when the master answers SUBSCRIBE.
+    if !mesos {
+        api.events.publish(
+            "scheduler_registered_event",
+            json!({"frameworkId": "local", "master": "local"}),
+            pacer_api::now(),
+        );
+    }
     if let Some((http, https)) = listeners.take() {
         serve(&app, http, https, &stop_rx, &mut servers, &me).map_err(Stop::Failed)?;
     }
@@ -658,6 +669,93 @@ fn load_core(
         elapsed_ms = started.elapsed().as_millis() as u64
     );
     Ok(core)
+}
+
+/// Where the Mesos framework id is stored, so a restarted or newly elected Pacer subscribes as
+/// the same framework and keeps its tasks.
+const FRAMEWORK_ID_KEY: &str = "meta/framework-id";
+
+/// Starts the Mesos backend: it subscribes (and keeps resubscribing) by itself.
+fn start_mesos(
+    flags: &Flags,
+    hostname: &str,
+    store: Arc<dyn Store>,
+    sink: ClusterEventSink,
+) -> anyhow::Result<Arc<pacer_mesos::MesosCluster>> {
+    let master = pacer_mesos::MasterSource::parse(&flags.master).map_err(anyhow::Error::msg)?;
+    let framework_id = store
+        .get(FRAMEWORK_ID_KEY)
+        .context("cannot read the stored framework id")?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let user = flags.mesos_user.clone().unwrap_or_else(|| {
+        nix::unistd::User::from_uid(nix::unistd::getuid())
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+            .unwrap_or_else(|| "root".into())
+    });
+    let secret = match (
+        &flags.mesos_authentication_secret_file,
+        &flags.mesos_authentication_secret,
+    ) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--mesos_authentication_secret_file {}", path.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        (None, s) => s.clone(),
+    };
+    let credentials = if flags.mesos_authentication {
+        flags.mesos_authentication_principal.clone().zip(secret)
+    } else {
+        None
+    };
+    let framework = pacer_mesos::FrameworkSettings {
+        name: flags.framework_name.clone(),
+        user,
+        role: flags.mesos_role.clone(),
+        checkpoint: flags.checkpoint,
+        failover_timeout_secs: flags.failover_timeout as f64,
+        hostname: Some(
+            flags
+                .hostname
+                .clone()
+                .unwrap_or_else(|| hostname.to_string()),
+        ),
+        webui_url: flags.webui_url.clone(),
+        principal: flags.mesos_authentication_principal.clone(),
+        gpu_resources: flags.enable_features.iter().any(|f| f == "gpu_resources"),
+    };
+    info!(
+        message = "Starting the Mesos backend.",
+        master = %pacer_zk::redact_url(&flags.master),
+        framework_id = framework_id.as_deref().unwrap_or("(new)")
+    );
+    let config = pacer_mesos::MesosConfig {
+        master,
+        framework,
+        framework_id,
+        heartbeat_interval: Duration::from_millis(flags.mesos_heartbeat_interval.max(1)),
+        heartbeat_failure_threshold: flags.mesos_heartbeat_failure_threshold,
+        min_revive_interval: Duration::from_millis(flags.min_revive_offers_interval),
+        reconciliation_interval: Duration::from_millis(flags.reconciliation_interval.max(1000)),
+        kill_retry_timeout: Duration::from_millis(flags.kill_retry_timeout.max(100)),
+        kill_chunk_size: flags.kill_chunk_size,
+        credentials,
+        zk_session_timeout: Duration::from_millis(flags.zk_session_timeout),
+        call_timeout: Duration::from_secs(75),
+    };
+    let persist: pacer_mesos::FrameworkIdSink = Arc::new(move |id: &str| {
+        let op = pacer_store::StoreOp::Put {
+            key: FRAMEWORK_ID_KEY.into(),
+            value: id.as_bytes().to_vec(),
+        };
+        if let Err(e) = tokio::task::block_in_place(|| store.apply(&[op])) {
+            error!(message = "Cannot store the framework id; a restart would register anew.", error = %e);
+        }
+    });
+    Ok(pacer_mesos::MesosCluster::start(config, sink, persist))
 }
 
 /// Starts the local agent. After an election the previous leader (on this machine, sharing the

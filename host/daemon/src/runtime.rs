@@ -24,6 +24,8 @@ pub struct Runtime {
     /// With leader election: while the role is `Suspended` nothing is done (no writes, no
     /// launches or kills); inputs wait in their channels.
     pub role: Option<tokio::sync::watch::Receiver<Role>>,
+    /// `--launch_token_refresh_interval` when launches are throttled by tokens (Mesos).
+    pub launch_token_refresh: Option<Duration>,
 }
 
 /// The core could not make a write durable outside a command: state in memory is ahead of the
@@ -147,12 +149,49 @@ impl Runtime {
                 self.core.handle_offer(now, o);
                 return self.execute().map_err(Into::into);
             }
+            ClusterEvent::Offers(offers) => {
+                let _span = info_span!("offers", count = offers.len()).entered();
+                self.core.handle_offers(now, offers);
+            }
             ClusterEvent::Status(s) => {
                 let _span = info_span!("status", task_id = %s.task_id).entered();
                 info!(message = "Task status.", task_id = %s.task_id, state = s.state.mesos_name(), detail = s.message.as_deref().unwrap_or(""));
-                self.core.handle_status(now, s)
+                let task = s.task_id.clone();
+                self.core.handle_status(now, s);
+                self.execute()?;
+                // Durable now: the backend may acknowledge the update.
+                self.cluster.acknowledge(&task);
+                return Ok(());
             }
             ClusterEvent::OfferRescinded(_) => {}
+            ClusterEvent::Registered {
+                framework_id,
+                master,
+                reregistered,
+            } => {
+                *self
+                    .api
+                    .info
+                    .framework_id
+                    .write()
+                    .expect("framework id lock") = Some(framework_id.clone());
+                let kind = if reregistered {
+                    "scheduler_reregistered_event"
+                } else {
+                    "scheduler_registered_event"
+                };
+                let fields = serde_json::json!({"frameworkId": framework_id, "master": master});
+                self.api.events.publish(kind, fields, now);
+                // Every (re)subscription: ask about every task Pacer believes alive.
+                self.core.reconcile_known();
+            }
+            ClusterEvent::Disconnected { master, reason } => {
+                warn!(message = "Disconnected from the cluster manager.", master = %master, reason = %reason);
+                let fields = serde_json::json!({"master": master});
+                self.api
+                    .events
+                    .publish("scheduler_disconnected_event", fields, now);
+            }
         }
         self.execute()?;
         Ok(())
@@ -184,6 +223,11 @@ impl Runtime {
         let mut revive_needed = true;
         let mut queued_seen = self.core.queued_total();
         let mut role = self.role.take();
+        let mut refill = self.launch_token_refresh.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             if let Some(rx) = &mut role {
                 if *rx.borrow_and_update() == Role::Suspended {
@@ -227,8 +271,19 @@ impl Runtime {
                     None => std::future::pending().await,
                 }
             };
+            let refill_due = async {
+                match &mut refill {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = role_changed => {}
+                _ = refill_due => {
+                    self.core.refill_launch_tokens();
+                }
                 req = commands.recv() => match req {
                     Some(req) => {
                         self.handle_command(req);

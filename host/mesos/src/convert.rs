@@ -172,7 +172,11 @@ impl Carver {
             let role = resource_role(r).to_string();
             let single = v1::value::Range { begin: p, end: p };
             match taken.iter_mut().find(|t| resource_role(t) == role) {
-                Some(t) => t.ranges.get_or_insert_with(Default::default).range.push(single),
+                Some(t) => t
+                    .ranges
+                    .get_or_insert_with(Default::default)
+                    .range
+                    .push(single),
                 None => {
                     let mut piece = r.clone();
                     piece.ranges = Some(v1::value::Ranges {

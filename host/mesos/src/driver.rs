@@ -121,7 +121,10 @@ type Http = Client<HttpConnector, Full<Bytes>>;
 /// What the stream task reports, tagged with the connection attempt it belongs to.
 enum StreamMsg {
     /// SUBSCRIBE answered 200 at `base` with this stream id.
-    Open { base: String, stream_id: String },
+    Open {
+        base: String,
+        stream_id: String,
+    },
     Event(Box<Event>),
     /// The attempt failed or the stream ended.
     Ended(String),
@@ -408,7 +411,9 @@ impl Driver {
                 }
                 self.registered = true;
                 self.backoff = Duration::from_millis(250);
-                let Some(conn) = self.conn.as_mut() else { return };
+                let Some(conn) = self.conn.as_mut() else {
+                    return;
+                };
                 conn.framework_id = id.clone();
                 let master = conn.base.clone();
                 info!(message = "Subscribed to the Mesos master.", framework_id = %id, master = %master, reregistered);
@@ -604,7 +609,11 @@ impl Driver {
             }),
         };
         let on_fail = CallFailure::Launch(sent, String::new());
-        self.call(call::Type::Accept, |c| c.accept = Some(accept), Some(on_fail));
+        self.call(
+            call::Type::Accept,
+            |c| c.accept = Some(accept),
+            Some(on_fail),
+        );
     }
 
     /// Reports tasks that never reached the master, so the core launches them again.
@@ -668,11 +677,7 @@ impl Driver {
             return;
         }
         let chunk = self.cfg.kill_chunk_size.max(1);
-        let mut in_flight = self
-            .kills
-            .values()
-            .filter(|k| k.sent_at.is_some())
-            .count();
+        let mut in_flight = self.kills.values().filter(|k| k.sent_at.is_some()).count();
         let mut resend: Vec<String> = self
             .kills
             .iter()
@@ -880,10 +885,7 @@ async fn subscribe_and_read(
         };
         if resp.status() == StatusCode::TEMPORARY_REDIRECT && redirects < 5 {
             redirects += 1;
-            let Some(location) = resp
-                .headers()
-                .get("Location")
-                .and_then(|v| v.to_str().ok())
+            let Some(location) = resp.headers().get("Location").and_then(|v| v.to_str().ok())
             else {
                 return format!("{base} redirected without a Location");
             };
@@ -930,7 +932,9 @@ async fn subscribe_and_read(
             Ok(Some(Err(e))) => return format!("event stream from {base} broke: {e}"),
             Ok(Some(Ok(f))) => f,
         };
-        let Ok(data) = frame.into_data() else { continue };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         decoder.feed(&data);
         loop {
             let record = match decoder.next_record() {

@@ -57,7 +57,9 @@ impl MasterSource {
                 } else if s.starts_with("https://") {
                     Err(format!("{s}: HTTPS masters are not supported; use http://"))
                 } else if s.contains("://") {
-                    Err(format!("{s}: expected http://host:port, host:port or zk://…/mesos"))
+                    Err(format!(
+                        "{s}: expected http://host:port, host:port or zk://…/mesos"
+                    ))
                 } else {
                     Ok(format!("http://{s}"))
                 }
@@ -146,7 +148,9 @@ async fn follow_zk(
                 backoff = Duration::from_millis(200);
                 watch_group(&client, &path, &tx).await;
             }
-            Err(e) => warn!(message = "Cannot reach ZooKeeper to find the Mesos master.", error = %e),
+            Err(e) => {
+                warn!(message = "Cannot reach ZooKeeper to find the Mesos master.", error = %e)
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -211,7 +215,10 @@ async fn watch_group(client: &zk::Client, path: &str, tx: &watch::Sender<Option<
             changed
         });
         if changed {
-            info!(message = "Leading Mesos master.", master = url.as_deref().unwrap_or("none"));
+            info!(
+                message = "Leading Mesos master.",
+                master = url.as_deref().unwrap_or("none")
+            );
         }
         watcher.changed().await;
     }
