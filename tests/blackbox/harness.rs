@@ -79,6 +79,13 @@ pub fn pacer_refuses(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     (code, stderr)
 }
 
+/// A block of 100 host ports no other Pacer (or simulated agent) of this test binary uses.
+pub fn reserve_ports() -> (u32, u32) {
+    let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst) % 117;
+    let begin = 21000 + n * 100;
+    (begin, begin + 99)
+}
+
 impl Pacer {
     pub fn start(extra: &[&str]) -> Pacer {
         Pacer::start_with_env(extra, &[])
@@ -88,14 +95,12 @@ impl Pacer {
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Pacer {
         // Below Linux's ephemeral range (32768+), so outgoing connections never hold a task's
         // port; 100 ports per Pacer.
-        let n = NEXT_RANGE.fetch_add(1, Ordering::SeqCst) % 117;
-        let begin = 21000 + n * 100;
         let mut p = Pacer {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             port: 0,
             https_port: None,
-            agent_ports: (begin, begin + 99),
+            agent_ports: reserve_ports(),
             log: PathBuf::new(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env

@@ -10,6 +10,7 @@ mod events;
 mod ha;
 mod health;
 mod lifecycle;
+mod mesos;
 mod operating;
 mod operations;
 mod plugins;
