@@ -1530,40 +1530,77 @@ impl Scheduler {
         let offers: Vec<Arc<Offer>> = offers.into_iter().map(Arc::new).collect();
         let mut verdicts = PluginVerdicts::default();
         let mut parsed = BTreeMap::new();
-        for at in 0..offers.len() {
-            self.place_on(now, &offers, at, &mut verdicts, &mut parsed);
+        // Plugins are told how many instances of the app wait; nothing else needs the count.
+        let mut waiting: BTreeMap<PathId, u32> = BTreeMap::new();
+        if self.config.extensions.constraints.is_some() {
+            for (app, _) in self.launchable(now) {
+                *waiting.entry(app.id.clone()).or_default() += 1;
+            }
         }
+        let mut ops = Vec::new();
+        for at in 0..offers.len() {
+            let mut batch = Batch {
+                verdicts: &mut verdicts,
+                parsed: &mut parsed,
+                waiting: &mut waiting,
+                ops: &mut ops,
+            };
+            self.place_on(now, &offers, at, &mut batch);
+            // One write per several offers (fewer commits), small enough for any store.
+            if ops.len() >= FLUSH_OPS {
+                self.flush(std::mem::take(&mut ops));
+            }
+        }
+        self.flush(ops);
     }
 
-    fn place_on(
-        &mut self,
-        now: Timestamp,
-        offers: &[Arc<Offer>],
-        at: usize,
-        verdicts: &mut PluginVerdicts,
-        parsed_constraints: &mut ParsedConstraints,
-    ) {
+    /// Places waiting instances on one offer of a batch. The launch queue is walked lazily
+    /// (a cursor, not a copy): an offer usually takes a few instances out of many waiting.
+    /// Launches and declines wait in `pending` for the batch's writes.
+    fn place_on(&mut self, now: Timestamp, offers: &[Arc<Offer>], at: usize, b: &mut Batch) {
+        let Batch {
+            verdicts,
+            parsed: parsed_constraints,
+            waiting,
+            ops,
+        } = b;
         let offer = &offers[at];
         let mut budget = crate::placement::OfferBudget::of(offer);
-        let mut ops = Vec::new();
         let mut launches = Vec::new();
         let mut rejected_apps: BTreeSet<PathId> = BTreeSet::new();
         let mut used_apps: BTreeSet<PathId> = BTreeSet::new();
-        let candidates: Vec<(Arc<AppDefinition>, Arc<Instance>)> = self.launchable(now).collect();
-        let mut waiting: BTreeMap<PathId, u32> = BTreeMap::new();
-        for (app, _) in &candidates {
-            *waiting.entry(app.id.clone()).or_default() += 1;
-        }
-        for (app, inst) in candidates {
+        let mut cursor: Option<InstanceId> = None;
+        loop {
             if launches.len() >= self.config.max_instances_per_offer {
                 break;
             }
             if self.launch_tokens == Some(0) {
                 break;
             }
-            if rejected_apps.contains(&app.id) {
+            let next = match &cursor {
+                None => self.launch_queue.iter().next(),
+                Some(c) => self
+                    .launch_queue
+                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                    .next(),
+            };
+            let Some(iid) = next.cloned() else { break };
+            cursor = Some(iid.clone());
+            let Some(inst) = self.state.instances.get(&iid).cloned() else {
+                continue;
+            };
+            if rejected_apps.contains(&inst.app_id) {
                 continue;
             }
+            let Some(current) = self.state.apps.get(&inst.app_id).cloned() else {
+                continue;
+            };
+            if self.state.delay_of(&current, now).is_some() {
+                continue;
+            }
+            let Some(app) = self.spec_for(&inst, &current) else {
+                continue;
+            };
             // Constraints see the instances placed so far, this offer's included.
             let mut detail = None;
             let fits = app.constraints.is_empty() || {
@@ -1609,7 +1646,7 @@ impl Scheduler {
                     if let Some(t) = self.launch_tokens.as_mut() {
                         *t = t.saturating_sub(1);
                     }
-                    let spec = self.start_task(now, &app, &inst, offer, host_ports, &mut ops);
+                    let spec = self.start_task(now, &app, &inst, offer, host_ports, ops);
                     launches.push(spec);
                     used_apps.insert(app.id.clone());
                     if let Some(n) = waiting.get_mut(&app.id) {
@@ -1653,14 +1690,13 @@ impl Scheduler {
             stats.last_used_at = Some(now);
             self.state.offer_stats.insert(app, stats);
         }
-        self.flush(ops);
         if launches.is_empty() {
-            self.effects.push_back(Effect::Decline {
+            self.pending.push(Effect::Decline {
                 offer: offer.id.clone(),
                 refuse: self.config.decline_offer_duration,
             });
         } else {
-            self.effects.push_back(Effect::Launch {
+            self.pending.push(Effect::Launch {
                 offer: offer.id.clone(),
                 tasks: launches,
             });
@@ -2070,6 +2106,17 @@ struct PluginAsk<'a> {
     waiting: u32,
     constraints: &'a [crate::constraints::Constraint],
     placed: &'a [&'a crate::instance::AgentInfo],
+}
+
+/// Store operations collected over several offers before they are written as one.
+const FLUSH_OPS: usize = 256;
+
+/// What the offers of one batch share.
+struct Batch<'a> {
+    verdicts: &'a mut PluginVerdicts,
+    parsed: &'a mut ParsedConstraints,
+    waiting: &'a mut BTreeMap<PathId, u32>,
+    ops: &'a mut Vec<StoreOp>,
 }
 
 /// Each app version's constraints, parsed once per batch of offers.
