@@ -7,6 +7,7 @@ use pacer_api::{now, ApiContext, ApiPost, Request, SubmitError};
 use pacer_core::cluster::{Cluster, ClusterEvent};
 use pacer_core::events::Event;
 use pacer_core::machine::{Effect, Scheduler};
+use pacer_core::persist::StoreOp;
 use pacer_health::{ProbeResult, Prober};
 use pacer_store::{Store, StoreError};
 use std::sync::atomic::Ordering;
@@ -35,64 +36,119 @@ pub struct Runtime {
 pub struct FatalStoreError(#[from] StoreError);
 
 impl Runtime {
-    /// Executes queued effects in order. Stops at the first failed write, leaving the rest queued.
+    /// Executes queued effects in order, writing consecutive writes as one: events and probe
+    /// changes between them wait for that write, anything that acts on the cluster (launch,
+    /// kill, decline, reconcile) is preceded by it. Cluster events and timers come in bursts
+    /// (10,000 status updates); one commit per update would bound throughput by the disk.
+    /// A failed write is fatal outside commands, so nothing needs to stay queued after one.
     fn execute(&mut self) -> Result<(), StoreError> {
-        self.execute_announcing(None)
-    }
-
-    /// Executes queued effects; `api_post` is published right after the first write (the
-    /// command's own), so it precedes the events the change triggers.
-    fn execute_announcing(&mut self, mut api_post: Option<ApiPost>) -> Result<(), StoreError> {
+        let mut ops: Vec<StoreOp> = Vec::new();
+        let mut waiting: Vec<Effect> = Vec::new();
+        let mut none = None;
         while let Some(effect) = self.core.poll_effect() {
             match effect {
-                Effect::Persist(ops) => {
-                    let store = self.store.clone();
-                    let started = std::time::Instant::now();
-                    let written = tokio::task::block_in_place(|| store.apply(&ops));
-                    let m = &self.api.scheduler_metrics;
-                    m.store_writes.observe(started.elapsed());
-                    if written.is_err() {
-                        m.store_write_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    written?;
-                    if let Some(post) = api_post.take() {
-                        self.publish_api_post(post);
+                Effect::Persist(more) => {
+                    ops.extend(more);
+                    if ops.len() >= MERGED_WRITE_OPS {
+                        self.write_merged(&mut ops, &mut waiting)?;
                     }
                 }
-                Effect::Launch { offer, tasks } => {
-                    for t in &tasks {
-                        info!(message = "Launching task.", task_id = %t.task_id, app_id = %t.app_id, host = %t.hostname, ports = ?t.host_ports);
-                    }
-                    let m = &self.api.scheduler_metrics;
-                    m.offers_used.fetch_add(1, Ordering::Relaxed);
-                    self.cluster.launch(offer, tasks);
+                e @ (Effect::Event(_) | Effect::Watch(_)) if !ops.is_empty() => waiting.push(e),
+                other => {
+                    self.write_merged(&mut ops, &mut waiting)?;
+                    self.run_effect(other, &mut none)?;
                 }
-                Effect::Decline { offer, refuse } => {
-                    let m = &self.api.scheduler_metrics;
-                    m.offers_declined.fetch_add(1, Ordering::Relaxed);
-                    self.cluster.decline(offer, refuse)
-                }
-                Effect::Kill(k) => {
-                    info!(message = "Killing task.", task_id = %k.task_id);
-                    self.cluster.kill(k);
-                }
-                Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
-                Effect::Event(ev) => {
-                    log_event(&ev);
-                    let m = &self.api.scheduler_metrics;
-                    match &ev {
-                        Event::DeploymentSuccess { .. } => {
-                            m.deployments_succeeded.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Event::DeploymentFailed { .. } => {
-                            m.deployments_failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        _ => {}
-                    }
-                    self.api.events.publish_core(&ev, now());
-                }
-                Effect::Watch(w) => self.prober.apply(w),
             }
+        }
+        self.write_merged(&mut ops, &mut waiting)
+    }
+
+    /// Writes the collected operations (the last one per key), then runs what waited for them.
+    fn write_merged(
+        &mut self,
+        ops: &mut Vec<StoreOp>,
+        waiting: &mut Vec<Effect>,
+    ) -> Result<(), StoreError> {
+        let mut none = None;
+        if !ops.is_empty() {
+            let mut seen = std::collections::HashSet::new();
+            let mut merged: Vec<StoreOp> = std::mem::take(ops)
+                .into_iter()
+                .rev()
+                .filter(|op| seen.insert(op.key().to_string()))
+                .collect();
+            merged.reverse();
+            self.run_effect(Effect::Persist(merged), &mut none)?;
+        }
+        for e in waiting.drain(..) {
+            self.run_effect(e, &mut none)?;
+        }
+        Ok(())
+    }
+
+    /// Executes queued effects one by one; `api_post` is published right after the first write
+    /// (the command's own), so it precedes the events the change triggers. Stops at the first
+    /// failed write, leaving the rest queued.
+    fn execute_announcing(&mut self, mut api_post: Option<ApiPost>) -> Result<(), StoreError> {
+        while let Some(effect) = self.core.poll_effect() {
+            self.run_effect(effect, &mut api_post)?;
+        }
+        Ok(())
+    }
+
+    fn run_effect(
+        &mut self,
+        effect: Effect,
+        api_post: &mut Option<ApiPost>,
+    ) -> Result<(), StoreError> {
+        match effect {
+            Effect::Persist(ops) => {
+                let store = self.store.clone();
+                let started = std::time::Instant::now();
+                let written = tokio::task::block_in_place(|| store.apply(&ops));
+                let m = &self.api.scheduler_metrics;
+                m.store_writes.observe(started.elapsed());
+                if written.is_err() {
+                    m.store_write_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                written?;
+                if let Some(post) = api_post.take() {
+                    self.publish_api_post(post);
+                }
+            }
+            Effect::Launch { offer, tasks } => {
+                for t in &tasks {
+                    info!(message = "Launching task.", task_id = %t.task_id, app_id = %t.app_id, host = %t.hostname, ports = ?t.host_ports);
+                }
+                let m = &self.api.scheduler_metrics;
+                m.offers_used.fetch_add(1, Ordering::Relaxed);
+                self.cluster.launch(offer, tasks);
+            }
+            Effect::Decline { offer, refuse } => {
+                let m = &self.api.scheduler_metrics;
+                m.offers_declined.fetch_add(1, Ordering::Relaxed);
+                self.cluster.decline(offer, refuse)
+            }
+            Effect::Kill(k) => {
+                info!(message = "Killing task.", task_id = %k.task_id);
+                self.cluster.kill(k);
+            }
+            Effect::Reconcile(tasks) => self.cluster.reconcile(tasks),
+            Effect::Event(ev) => {
+                log_event(&ev);
+                let m = &self.api.scheduler_metrics;
+                match &ev {
+                    Event::DeploymentSuccess { .. } => {
+                        m.deployments_succeeded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Event::DeploymentFailed { .. } => {
+                        m.deployments_failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+                self.api.events.publish_core(&ev, now());
+            }
+            Effect::Watch(w) => self.prober.apply(w),
         }
         Ok(())
     }
@@ -141,13 +197,14 @@ impl Runtime {
         let _ = req.reply.send(reply);
     }
 
-    fn handle_event(&mut self, ev: ClusterEvent) -> Result<(), FatalStoreError> {
+    /// Feeds one cluster event to the core; its effects run with the rest of the burst
+    /// (`execute`). Status updates to acknowledge once durable are added to `acks`.
+    fn handle_event(&mut self, ev: ClusterEvent, acks: &mut Vec<pacer_core::id::TaskId>) {
         let now = now();
         match ev {
             ClusterEvent::Offer(o) => {
                 let _span = info_span!("offer", offer_id = ?o.id, agent = %o.hostname).entered();
                 self.core.handle_offer(now, o);
-                return self.execute().map_err(Into::into);
             }
             ClusterEvent::Offers(offers) => {
                 let _span = info_span!("offers", count = offers.len()).entered();
@@ -156,12 +213,8 @@ impl Runtime {
             ClusterEvent::Status(s) => {
                 let _span = info_span!("status", task_id = %s.task_id).entered();
                 info!(message = "Task status.", task_id = %s.task_id, state = s.state.mesos_name(), detail = s.message.as_deref().unwrap_or(""));
-                let task = s.task_id.clone();
+                acks.push(s.task_id.clone());
                 self.core.handle_status(now, s);
-                self.execute()?;
-                // Durable now: the backend may acknowledge the update.
-                self.cluster.acknowledge(&task);
-                return Ok(());
             }
             ClusterEvent::OfferRescinded(_) => {}
             ClusterEvent::Registered {
@@ -193,8 +246,6 @@ impl Runtime {
                     .publish("scheduler_disconnected_event", fields, now);
             }
         }
-        self.execute()?;
-        Ok(())
     }
 
     fn handle_probe(&mut self, r: ProbeResult) -> Result<(), FatalStoreError> {
@@ -293,10 +344,18 @@ impl Runtime {
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => {
-                        self.handle_event(ev)?;
-                        // Drain what else is waiting before publishing one snapshot.
-                        while let Ok(ev) = events.try_recv() {
-                            self.handle_event(ev)?;
+                        // Take what else is waiting (bounded, so commands are not starved),
+                        // write once, then publish one snapshot.
+                        let mut acks = Vec::new();
+                        self.handle_event(ev, &mut acks);
+                        for _ in 0..EVENT_BURST {
+                            let Ok(ev) = events.try_recv() else { break };
+                            self.handle_event(ev, &mut acks);
+                        }
+                        self.execute()?;
+                        // Durable now: the backend may acknowledge these updates.
+                        for task in &acks {
+                            self.cluster.acknowledge(task);
                         }
                         self.publish();
                     }
@@ -322,6 +381,13 @@ impl Runtime {
         }
     }
 }
+
+/// Writes merged by `execute` are capped so any store (ZooKeeper's 1 MB requests included) takes
+/// them.
+const MERGED_WRITE_OPS: usize = 256;
+
+/// Cluster events handled before their effects run and a snapshot is published.
+const EVENT_BURST: usize = 2048;
 
 /// The core's events that an operator wants in the log (all of them also go to the event bus).
 fn log_event(ev: &Event) {
