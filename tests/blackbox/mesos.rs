@@ -5,7 +5,6 @@ use crate::harness::*;
 use crate::health::{ctl_dir, server_app, task_ids, touch, wait_app};
 use pacer_mesos_proto::{call, v1, Call};
 use pacer_mesos_sim::{Sim, SimConfig};
-use prost::Message;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -22,7 +21,9 @@ impl Master {
             .enable_all()
             .build()
             .unwrap();
-        let sim = rt.block_on(Sim::start(config)).expect("start the simulator");
+        let sim = rt
+            .block_on(Sim::start(config))
+            .expect("start the simulator");
         Master { rt, sim: Some(sim) }
     }
 
@@ -32,6 +33,12 @@ impl Master {
 
     fn url(&self) -> String {
         self.sim().url()
+    }
+
+    /// Killed, or killed and already forgotten (the master drops a task once its terminal
+    /// update is acknowledged).
+    fn killed(&self, task: &str) -> bool {
+        matches!(self.state_of(task), None | Some(v1::TaskState::TaskKilled))
     }
 
     fn state_of(&self, task: &str) -> Option<v1::TaskState> {
@@ -108,11 +115,18 @@ fn start_pacer(master: &str, extra: &[&str]) -> Pacer {
 }
 
 fn framework_id(p: &Pacer) -> String {
-    wait_for("Pacer to register", Duration::from_secs(30), || {
-        p.get("/v2/info").body["frameworkId"]
-            .as_str()
-            .map(str::to_string)
-    })
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(id) = p.get("/v2/info").body["frameworkId"].as_str() {
+            return id.to_string();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "Pacer did not register within 30 s:\n{}",
+            p.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The top-level field numbers of a protobuf message, read from its bytes by hand: what a
@@ -174,7 +188,7 @@ fn app_lifecycle_on_mesos_with_real_processes_and_health_checks() {
     assert_eq!(m.sim().framework().map(|f| f.id), Some(fw.clone()));
     let ctl = ctl_dir(&p);
     let check = json!({"protocol": "HTTP", "path": "/health", "portIndex": 0,
-        "gracePeriodSeconds": 30, "intervalSeconds": 1, "timeoutSeconds": 1,
+        "gracePeriodSeconds": 30, "intervalSeconds": 2, "timeoutSeconds": 1,
         "maxConsecutiveFailures": 2});
 
     // Deploy: two healthy tasks, each a real process on the simulated agent.
@@ -195,7 +209,12 @@ fn app_lifecycle_on_mesos_with_real_processes_and_health_checks() {
     for t in app["tasks"].as_array().unwrap() {
         assert_eq!(t["host"], "127.0.0.1");
         let id = t["id"].as_str().unwrap();
-        let st = m.sim().tasks().into_iter().find(|s| s.task_id == id).unwrap();
+        let st = m
+            .sim()
+            .tasks()
+            .into_iter()
+            .find(|s| s.task_id == id)
+            .unwrap();
         assert_eq!(st.state, v1::TaskState::TaskRunning);
         assert!(alive(st.pid.expect("a real process") as i32));
         assert_eq!(t["slaveId"], st.agent_id.as_str());
@@ -220,7 +239,7 @@ fn app_lifecycle_on_mesos_with_real_processes_and_health_checks() {
     assert_eq!(task_ids(&app).len(), 3);
     for old in &before {
         wait_for("an old task killed", Duration::from_secs(30), || {
-            (m.state_of(old) == Some(v1::TaskState::TaskKilled)).then_some(())
+            m.killed(old).then_some(())
         });
     }
 
@@ -243,7 +262,14 @@ fn app_lifecycle_on_mesos_with_real_processes_and_health_checks() {
             .sim()
             .tasks()
             .into_iter()
-            .filter(|t| !matches!(t.state, v1::TaskState::TaskKilled | v1::TaskState::TaskFailed | v1::TaskState::TaskFinished))
+            .filter(|t| {
+                !matches!(
+                    t.state,
+                    v1::TaskState::TaskKilled
+                        | v1::TaskState::TaskFailed
+                        | v1::TaskState::TaskFinished
+                )
+            })
             .collect();
         (live.is_empty() && p.get("/v2/apps/web").status == 404).then_some(())
     });
@@ -260,7 +286,10 @@ fn app_lifecycle_on_mesos_with_real_processes_and_health_checks() {
 #[test]
 fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     let m = Master::start(sim_config());
-    let p = start_pacer(&m.url(), &["--framework_name", "pacer-wire", "--mesos_role", "*"]);
+    let p = start_pacer(
+        &m.url(),
+        &["--framework_name", "pacer-wire", "--mesos_role", "*"],
+    );
     let fw = framework_id(&p);
     let app = json!({"id": "/wire/api", "cmd": "sleep 1000", "cpus": 0.25, "mem": 64, "disk": 10,
         "env": {"GREETING": "hi"}, "taskKillGracePeriodSeconds": 7,
@@ -270,8 +299,16 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
             "maxConsecutiveFailures": 4}]});
     let r = p.post("/v2/apps", &app.to_string());
     assert_eq!(r.status, 201, "{}", r.text);
-    let tasks = p.wait_running("/wire/api", 1);
-    let task_id = tasks[0]["id"].as_str().unwrap().to_string();
+    // The agent runs MESOS_HTTP checks; the simulated one is told what they found.
+    let app = wait_app(&p, "/wire/api", "a running task", 30, |a| {
+        a["tasksRunning"] == 1
+    });
+    let task_id = task_ids(&app)[0].clone();
+    m.sim().set_task_health(&task_id, true);
+    wait_app(&p, "/wire/api", "a healthy task", 30, |a| {
+        a["tasksHealthy"] == 1 && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+    });
+    let tasks = p.app("/wire/api")["tasks"].as_array().unwrap().clone();
 
     // SUBSCRIBE: Call{type=1 (field 2), subscribe (field 3)}, no framework id the first time.
     let subs = m.calls(call::Type::Subscribe);
@@ -285,7 +322,10 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     assert_eq!(info.hostname.as_deref(), Some("127.0.0.1"));
     let caps: Vec<i32> = info.capabilities.iter().filter_map(|c| c.r#type).collect();
     for cap in [2, 5] {
-        assert!(caps.contains(&cap), "capability {cap} (TASK_KILLING_STATE=2, PARTITION_AWARE=5) in {caps:?}");
+        assert!(
+            caps.contains(&cap),
+            "capability {cap} (TASK_KILLING_STATE=2, PARTITION_AWARE=5) in {caps:?}"
+        );
     }
 
     // ACCEPT: framework_id (1), type=3 (2), accept (4) with one LAUNCH.
@@ -312,7 +352,10 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
             .map(|r| r.scalar.as_ref().unwrap().value)
             .sum()
     };
-    assert_eq!((scalar("cpus"), scalar("mem"), scalar("disk")), (0.25, 64.0, 10.0));
+    assert_eq!(
+        (scalar("cpus"), scalar("mem"), scalar("disk")),
+        (0.25, 64.0, 10.0)
+    );
     let ports: Vec<u64> = t
         .resources
         .iter()
@@ -322,7 +365,10 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     assert_eq!(ports.len(), 1);
     assert_eq!(tasks[0]["ports"], json!(ports));
     let cmd = t.command.as_ref().unwrap();
-    assert_eq!((cmd.shell, cmd.value.as_deref()), (Some(true), Some("sleep 1000")));
+    assert_eq!(
+        (cmd.shell, cmd.value.as_deref()),
+        (Some(true), Some("sleep 1000"))
+    );
     let env: std::collections::BTreeMap<_, _> = cmd
         .environment
         .as_ref()
@@ -339,9 +385,18 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     assert_eq!(hc.http.as_ref().unwrap().port as u64, ports[0]);
     assert_eq!(hc.consecutive_failures, Some(4));
     assert_eq!(hc.grace_period_seconds, Some(30.0));
-    let grace = t.kill_policy.as_ref().unwrap().grace_period.as_ref().unwrap();
+    let grace = t
+        .kill_policy
+        .as_ref()
+        .unwrap()
+        .grace_period
+        .as_ref()
+        .unwrap();
     assert_eq!(grace.nanoseconds, 7_000_000_000);
-    assert_eq!(t.discovery.as_ref().unwrap().ports.as_ref().unwrap().ports[0].number as u64, ports[0]);
+    assert_eq!(
+        t.discovery.as_ref().unwrap().ports.as_ref().unwrap().ports[0].number as u64,
+        ports[0]
+    );
 
     // Every ACKNOWLEDGE names a task and carries a 16-byte uuid; the simulator checks each
     // matches an update it sent (a mismatch is a violation).
@@ -358,23 +413,39 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     });
     let (raw, d) = &m.calls(call::Type::Decline)[0];
     assert_eq!(field_numbers(raw), vec![1, 2, 5]);
-    let refuse = d.decline.as_ref().unwrap().filters.as_ref().unwrap().refuse_seconds;
+    let refuse = d
+        .decline
+        .as_ref()
+        .unwrap()
+        .filters
+        .as_ref()
+        .unwrap()
+        .refuse_seconds;
     assert_eq!(refuse, Some(2.0));
 
     // KILL: the task's agent and the app's kill grace period.
     let r = p.delete(&format!("/v2/apps/wire/api/tasks/{task_id}?scale=true"));
     assert_eq!(r.status, 200, "{}", r.text);
     wait_for("the task killed", Duration::from_secs(20), || {
-        (m.state_of(&task_id) == Some(v1::TaskState::TaskKilled)).then_some(())
+        m.killed(&task_id).then_some(())
     });
     let kills = m.calls(call::Type::Kill);
     let (raw, k) = &kills[0];
     assert_eq!(field_numbers(raw), vec![1, 2, 6]);
     let k = k.kill.as_ref().unwrap();
     assert_eq!(k.task_id.value, task_id);
-    assert_eq!(k.agent_id.as_ref().unwrap().value, tasks[0]["slaveId"].as_str().unwrap());
     assert_eq!(
-        k.kill_policy.as_ref().unwrap().grace_period.as_ref().unwrap().nanoseconds,
+        k.agent_id.as_ref().unwrap().value,
+        tasks[0]["slaveId"].as_str().unwrap()
+    );
+    assert_eq!(
+        k.kill_policy
+            .as_ref()
+            .unwrap()
+            .grace_period
+            .as_ref()
+            .unwrap()
+            .nanoseconds,
         7_000_000_000
     );
     // Reconciliation after subscribing: RECONCILE (9) is field 9 of Call.
@@ -418,12 +489,16 @@ fn lost_agents_are_replaced_by_the_unreachable_strategy() {
     let app = wait_app(&p, "/spread", "a replacement running", 30, |a| {
         a["tasksRunning"] == 3 && !task_ids(a).contains(&victim_id)
     });
-    assert!(app["tasks"].as_array().unwrap().iter().all(|t| t["slaveId"] != agent.as_str()));
+    assert!(app["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["slaveId"] != agent.as_str()));
 
     // The lost agent comes back with its task: Pacer has replaced it, so it is killed.
     m.sim().reregister_agent(&agent);
     wait_for("the returning task killed", Duration::from_secs(30), || {
-        (m.state_of(&victim_id) == Some(v1::TaskState::TaskKilled)).then_some(())
+        m.killed(&victim_id).then_some(())
     });
     p.wait_running("/spread", 3);
     m.assert_no_violations();
@@ -439,12 +514,16 @@ fn failed_tasks_are_relaunched_and_reported_as_last_task_failure() {
         r#"{"id": "/flaky", "cmd": "sleep 1000", "cpus": 0.1, "mem": 16, "backoffSeconds": 1}"#,
     );
     assert_eq!(r.status, 201, "{}", r.text);
-    let first = p.wait_running("/flaky", 1)[0]["id"].as_str().unwrap().to_string();
+    let first = p.wait_running("/flaky", 1)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     m.sim().fail_task(&first, "Command exited with status 3");
     let app = wait_app(&p, "/flaky", "a relaunch", 30, |a| {
         a["tasksRunning"] == 1 && !task_ids(a).contains(&first)
     });
-    let failure = &p.get("/v2/apps/flaky?embed=apps.lastTaskFailure").body["app"]["lastTaskFailure"];
+    let failure =
+        &p.get("/v2/apps/flaky?embed=apps.lastTaskFailure").body["app"]["lastTaskFailure"];
     assert_eq!(failure["taskId"], first.as_str());
     assert_eq!(failure["state"], "TASK_FAILED");
     assert_eq!(failure["message"], "Command exited with status 3");
@@ -467,11 +546,17 @@ fn pacer_survives_dropped_streams_silence_and_master_failover() {
     assert_eq!(r.status, 201, "{}", r.text);
     let ids: Vec<String> = task_ids(&json!({"tasks": p.wait_running("/steady", 2)}));
     let subscribed = |n: usize| {
-        wait_for(&format!("subscription {n}"), Duration::from_secs(30), || {
-            (m.sim().subscriptions() >= n
-                && m.sim().framework().is_some_and(|f| f.connected && f.id == fw))
-            .then_some(())
-        })
+        wait_for(
+            &format!("subscription {n}"),
+            Duration::from_secs(30),
+            || {
+                (m.sim().subscriptions() >= n
+                    && m.sim()
+                        .framework()
+                        .is_some_and(|f| f.connected && f.id == fw))
+                .then_some(())
+            },
+        )
     };
     let reconciles = || m.calls(call::Type::Reconcile).len();
 
@@ -479,9 +564,11 @@ fn pacer_survives_dropped_streams_silence_and_master_failover() {
     let r0 = reconciles();
     m.sim().drop_stream();
     subscribed(2);
-    wait_for("reconciliation after resubscribing", Duration::from_secs(10), || {
-        (reconciles() > r0).then_some(())
-    });
+    wait_for(
+        "reconciliation after resubscribing",
+        Duration::from_secs(10),
+        || (reconciles() > r0).then_some(()),
+    );
 
     // 2. The stream stays open but goes silent: Pacer notices the missing heartbeats.
     m.sim().mute(true);
@@ -495,9 +582,18 @@ fn pacer_survives_dropped_streams_silence_and_master_failover() {
     subscribed(4);
     let subs = m.calls(call::Type::Subscribe);
     let last = &subs.last().unwrap().1;
-    assert_eq!(last.framework_id.as_ref().map(|f| f.value.as_str()), Some(fw.as_str()));
     assert_eq!(
-        last.subscribe.as_ref().unwrap().framework_info.id.as_ref().map(|f| f.value.as_str()),
+        last.framework_id.as_ref().map(|f| f.value.as_str()),
+        Some(fw.as_str())
+    );
+    assert_eq!(
+        last.subscribe
+            .as_ref()
+            .unwrap()
+            .framework_info
+            .id
+            .as_ref()
+            .map(|f| f.value.as_str()),
         Some(fw.as_str())
     );
 
@@ -548,7 +644,12 @@ fn a_new_pacer_leader_keeps_the_framework_and_its_tasks() {
     let subs = m.calls(call::Type::Subscribe);
     assert!(subs.len() >= 2);
     assert_eq!(
-        subs.last().unwrap().1.framework_id.as_ref().map(|f| f.value.as_str()),
+        subs.last()
+            .unwrap()
+            .1
+            .framework_id
+            .as_ref()
+            .map(|f| f.value.as_str()),
         Some(fw.as_str())
     );
 
@@ -557,7 +658,10 @@ fn a_new_pacer_leader_keeps_the_framework_and_its_tasks() {
     m.rt.block_on(m.sim().failover());
     assert_ne!(m.url(), old);
     wait_for("B on the new master", Duration::from_secs(30), || {
-        m.sim().framework().is_some_and(|f| f.connected && f.id == fw).then_some(())
+        m.sim()
+            .framework()
+            .is_some_and(|f| f.connected && f.id == fw)
+            .then_some(())
     });
     let r = b.put("/v2/apps/kept", r#"{"instances": 3}"#);
     assert_eq!(r.status, 200, "{}", r.text);

@@ -280,6 +280,9 @@ impl Driver {
                     if moved {
                         self.disconnect("the leading master changed".into());
                         self.next_attempt = Some(Instant::now());
+                    } else if self.conn.is_none() && self.stream_task.is_none() {
+                        // A master appeared while none was known.
+                        self.next_attempt = Some(Instant::now());
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => self.timers(),
