@@ -134,7 +134,9 @@ fn main() {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("machine: {cpus} cpus; commit {commit}; simulator: 1000 agents x 100 cpus / 500 GB");
     println!("pacer flags: {}", flags[2..].join(" "));
 
@@ -189,10 +191,7 @@ fn main() {
     );
 
     // W4 at 10,000 tasks (plus W1's 1,000).
-    for (path, n1, n32) in [
-        ("/v2/apps?embed=apps.tasks", 30, 96),
-        ("/v2/tasks", 30, 96),
-    ] {
+    for (path, n1, n32) in [("/v2/apps?embed=apps.tasks", 30, 96), ("/v2/tasks", 30, 96)] {
         for (c, n) in [(1, n1), (32, n32)] {
             let (p50, p99, rps) = load(&base, path, c, n);
             println!(
