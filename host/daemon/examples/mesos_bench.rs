@@ -122,6 +122,9 @@ fn main() {
         "1000",
         "--min_revive_offers_interval",
         "100",
+        // W1 runs 1,000 deployments at once (Marathon's default allows 100).
+        "--max_running_deployments",
+        "2000",
     ];
     let d = common::start(dir.path(), &flags);
     let base = format!("http://127.0.0.1:{}", d.port);

@@ -4,7 +4,7 @@
 
 use pacer_api::leader::Role;
 use pacer_api::{now, ApiContext, ApiPost, Request, SubmitError};
-use pacer_core::cluster::{Cluster, ClusterEvent};
+use pacer_core::cluster::{Cluster, ClusterEvent, TaskStatus};
 use pacer_core::events::Event;
 use pacer_core::machine::{Effect, Scheduler};
 use pacer_core::persist::StoreOp;
@@ -198,8 +198,21 @@ impl Runtime {
     }
 
     /// Feeds one cluster event to the core; its effects run with the rest of the burst
-    /// (`execute`). Status updates to acknowledge once durable are added to `acks`.
-    fn handle_event(&mut self, ev: ClusterEvent, acks: &mut Vec<pacer_core::id::TaskId>) {
+    /// (`execute`). Consecutive status updates are applied together (`flush_statuses`); their
+    /// tasks are added to `acks`, to acknowledge once durable.
+    fn handle_event(
+        &mut self,
+        ev: ClusterEvent,
+        statuses: &mut Vec<TaskStatus>,
+        acks: &mut Vec<pacer_core::id::TaskId>,
+    ) {
+        if let ClusterEvent::Status(s) = ev {
+            info!(message = "Task status.", task_id = %s.task_id, state = s.state.mesos_name(), detail = s.message.as_deref().unwrap_or(""));
+            acks.push(s.task_id.clone());
+            statuses.push(s);
+            return;
+        }
+        self.flush_statuses(statuses);
         let now = now();
         match ev {
             ClusterEvent::Offer(o) => {
@@ -210,12 +223,7 @@ impl Runtime {
                 let _span = info_span!("offers", count = offers.len()).entered();
                 self.core.handle_offers(now, offers);
             }
-            ClusterEvent::Status(s) => {
-                let _span = info_span!("status", task_id = %s.task_id).entered();
-                info!(message = "Task status.", task_id = %s.task_id, state = s.state.mesos_name(), detail = s.message.as_deref().unwrap_or(""));
-                acks.push(s.task_id.clone());
-                self.core.handle_status(now, s);
-            }
+            ClusterEvent::Status(_) => unreachable!("handled above"),
             ClusterEvent::OfferRescinded(_) => {}
             ClusterEvent::Registered {
                 framework_id,
@@ -245,6 +253,13 @@ impl Runtime {
                     .events
                     .publish("scheduler_disconnected_event", fields, now);
             }
+        }
+    }
+
+    fn flush_statuses(&mut self, statuses: &mut Vec<TaskStatus>) {
+        if !statuses.is_empty() {
+            let _span = info_span!("status", count = statuses.len()).entered();
+            self.core.handle_statuses(now(), std::mem::take(statuses));
         }
     }
 
@@ -347,11 +362,13 @@ impl Runtime {
                         // Take what else is waiting (bounded, so commands are not starved),
                         // write once, then publish one snapshot.
                         let mut acks = Vec::new();
-                        self.handle_event(ev, &mut acks);
+                        let mut statuses = Vec::new();
+                        self.handle_event(ev, &mut statuses, &mut acks);
                         for _ in 0..EVENT_BURST {
                             let Ok(ev) = events.try_recv() else { break };
-                            self.handle_event(ev, &mut acks);
+                            self.handle_event(ev, &mut statuses, &mut acks);
                         }
+                        self.flush_statuses(&mut statuses);
                         self.execute()?;
                         // Durable now: the backend may acknowledge these updates.
                         for task in &acks {
