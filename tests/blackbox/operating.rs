@@ -96,7 +96,7 @@ fn flags_come_from_the_environment_and_bad_ones_stop_start_up() {
             "MARATHON_NO_SUCH_FLAG",
         ),
         (
-            vec!["--master", "zk://user:secret@zk1:2181/mesos"],
+            vec!["--master", "https://user:secret@m1:5050"],
             vec![],
             "--master",
         ),

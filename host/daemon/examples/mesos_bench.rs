@@ -48,6 +48,16 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
 fn running(a: &ureq::Agent, base: &str, app: &str) -> u64 {
     get_json(a, &format!("{base}/v2/apps/{app}"))["app"]["tasksRunning"]
         .as_u64()
@@ -203,7 +213,8 @@ fn main() {
         }
     }
 
-    // W3
+    // W3: its own peak (writing 5 to clear_refs resets the peak RSS W4 left).
+    let _ = std::fs::write(format!("/proc/{}/clear_refs", d.child.id()), "5");
     let start = Instant::now();
     let r = a
         .put(&format!("{base}/v2/apps/w2"))
@@ -221,6 +232,7 @@ fn main() {
         peak_rss_mb(d.child.id()),
         sim.tasks().len()
     );
+    println!("pacer RSS at the end: {:.0} MB", rss_mb(d.child.id()));
     drop(d);
     rt.block_on(sim.stop());
 }

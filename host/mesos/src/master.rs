@@ -55,11 +55,10 @@ impl MasterSource {
                 if s.starts_with("http://") {
                     Ok(s.to_string())
                 } else if s.starts_with("https://") {
-                    Err(format!("{s}: HTTPS masters are not supported; use http://"))
+                    // The URL itself is not repeated: it may hold credentials.
+                    Err("HTTPS masters are not supported; use http://".to_string())
                 } else if s.contains("://") {
-                    Err(format!(
-                        "{s}: expected http://host:port, host:port or zk://…/mesos"
-                    ))
+                    Err("expected http://host:port, host:port or zk://…/mesos".to_string())
                 } else {
                     Ok(format!("http://{s}"))
                 }

@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, Durability, TableDefinition};
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 32 << 20;
+
 use crate::{Store, StoreError, StoreOp};
 
 /// File name inside `--data_dir`. Fixed so that a restart finds the previous state.
@@ -30,7 +33,12 @@ impl EmbeddedStore {
             source,
         })?;
         let path = data_dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(open_error(&path))?;
+        // redb caches up to 1 GiB of pages by default. Pacer reads the store once, at start-up,
+        // so a small cache bounds memory without slowing anything that matters.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(open_error(&path))?;
 
         // Create the table up front so read transactions never see "table does not exist".
         let txn = db.begin_write().map_err(open_error(&path))?;
