@@ -9,7 +9,7 @@
 //!   and requests/s at concurrency 1 and 32.
 //!
 //! Run: `cargo build --release --bin pacer --example mesos_bench &&
-//!       ./target/release/examples/mesos_bench [w3_instances]`
+//!       ./target/release/examples/mesos_bench [w3_instances] [--skip-w4]`
 
 #[path = "common/mod.rs"]
 mod common;
@@ -98,6 +98,7 @@ fn load(base: &str, path: &str, concurrency: usize, requests: usize) -> (f64, f6
 fn main() {
     let w3: u64 = std::env::args()
         .nth(1)
+        .filter(|a| !a.starts_with("--"))
         .map(|s| s.parse().expect("w3 instances"))
         .unwrap_or(100_000);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -203,8 +204,14 @@ fn main() {
         10_000.0 / t.as_secs_f64()
     );
 
-    // W4 at 10,000 tasks (plus W1's 1,000).
+    println!("pacer RSS after W2: {:.0} MB", rss_mb(d.child.id()));
+    // W4 at 10,000 tasks (plus W1's 1,000). `--skip-w4` leaves it out, so W3's memory is not
+    // measured on top of what 32 concurrent renders of 11,000 tasks left in the heap.
+    let skip_w4 = std::env::args().any(|a| a == "--skip-w4");
     for (path, n1, n32) in [("/v2/apps?embed=apps.tasks", 30, 96), ("/v2/tasks", 30, 96)] {
+        if skip_w4 {
+            break;
+        }
         for (c, n) in [(1, n1), (32, n32)] {
             let (p50, p99, rps) = load(&base, path, c, n);
             println!(
@@ -232,7 +239,7 @@ fn main() {
         peak_rss_mb(d.child.id()),
         sim.tasks().len()
     );
-    println!("pacer RSS at the end: {:.0} MB", rss_mb(d.child.id()));
+    println!("pacer RSS after W3: {:.0} MB", rss_mb(d.child.id()));
     drop(d);
     rt.block_on(sim.stop());
 }
