@@ -2,7 +2,7 @@
 
 use crate::apps::{json_body, kill, Params, ParamsExt};
 use crate::error::ApiError;
-use crate::render::task_json;
+use crate::render::task_view;
 use crate::ApiContext;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pacer_core::cluster::TaskState;
 use pacer_core::id::TaskId;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 type Ctx = AxState<Arc<ApiContext>>;
@@ -55,13 +55,17 @@ async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
             _ => None,
         })
         .collect();
-    let list: Vec<Value> = snap
+    let tasks: Vec<crate::render::TaskView> = snap
         .instances
         .values()
         .filter(|i| wanted.is_empty() || i.state().is_some_and(|s| wanted.contains(&s)))
-        .filter_map(|i| task_json(&snap, i))
+        .filter_map(|i| task_view(&snap, i))
         .collect();
-    Json(json!({"tasks": list})).into_response()
+    #[derive(serde::Serialize)]
+    struct Tasks<'a> {
+        tasks: Vec<crate::render::TaskView<'a>>,
+    }
+    Json(Tasks { tasks }).into_response()
 }
 
 async fn delete_tasks(

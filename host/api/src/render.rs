@@ -119,46 +119,76 @@ pub fn readiness_results(state: &State, app: &pacer_core::id::PathId) -> Vec<Val
 
 /// The task JSON of one instance's current task, or `None` if it has no live task.
 pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
+    task_view(state, inst).map(|v| serde_json::to_value(v).expect("tasks serialise"))
+}
+
+/// Marathon's task JSON, serialised straight from the instance (no `Value` tree): `/v2/tasks`
+/// renders 10,000 of these per request.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView<'a> {
+    app_id: &'a pacer_core::id::PathId,
+    health_check_results: Value,
+    host: &'a str,
+    id: &'a pacer_core::id::TaskId,
+    ip_addresses: Vec<IpView>,
+    ports: &'a [u32],
+    service_ports: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slave_id: Option<&'a pacer_core::cluster::AgentId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+    staged_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<Timestamp>,
+    state: &'static str,
+    version: Timestamp,
+    local_volumes: [(); 0],
+    role: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct IpView {
+    ip_address: String,
+    protocol: &'static str,
+}
+
+/// The view of an instance's current task, or `None` if it has no live task.
+pub fn task_view<'a>(state: &'a State, inst: &'a Instance) -> Option<TaskView<'a>> {
     let task = inst.task.as_ref().filter(|t| !t.state.is_terminal())?;
     let app = state.apps.get(&inst.app_id);
-    let host = inst
-        .agent
-        .as_ref()
-        .map(|a| a.host.clone())
+    let agent = inst.agent.as_ref();
+    let host = agent.map(|a| a.host.as_str()).unwrap_or_default();
+    let ip_addresses = host
+        .parse::<std::net::IpAddr>()
+        .map(|ip| {
+            vec![IpView {
+                ip_address: ip.to_string(),
+                protocol: if ip.is_ipv4() { "IPv4" } else { "IPv6" },
+            }]
+        })
         .unwrap_or_default();
-    let mut m = Map::new();
-    m.insert("appId".into(), json!(inst.app_id));
-    m.insert("healthCheckResults".into(), health_results(state, inst));
-    m.insert("host".into(), json!(host));
-    m.insert("id".into(), json!(task.task_id));
-    let ips: Vec<Value> = host.parse::<std::net::IpAddr>().map(|ip| vec![json!({"ipAddress": ip.to_string(), "protocol": if ip.is_ipv4() { "IPv4" } else { "IPv6" }})]).unwrap_or_default();
-    m.insert("ipAddresses".into(), json!(ips));
-    m.insert("ports".into(), json!(task.host_ports));
-    m.insert(
-        "servicePorts".into(),
-        json!(app.map(|a| a.service_ports()).unwrap_or_default()),
-    );
-    if let Some(agent) = &inst.agent {
-        m.insert("slaveId".into(), json!(agent.agent_id));
-        if let Some(r) = &agent.region {
-            m.insert("region".into(), json!(r));
-        }
-        if let Some(z) = &agent.zone {
-            m.insert("zone".into(), json!(z));
-        }
-    }
-    m.insert("stagedAt".into(), json!(task.staged_at));
-    if let Some(s) = task.started_at {
-        m.insert("startedAt".into(), json!(s));
-    }
-    m.insert("state".into(), json!(task.state.mesos_name()));
-    m.insert("version".into(), json!(inst.run_spec_version));
-    m.insert("localVolumes".into(), json!([]));
-    m.insert(
-        "role".into(),
-        json!(app.map(|a| a.role.as_str()).unwrap_or("*")),
-    );
-    Some(Value::Object(m))
+    Some(TaskView {
+        app_id: &inst.app_id,
+        health_check_results: health_results(state, inst),
+        host,
+        id: &task.task_id,
+        ip_addresses,
+        ports: &task.host_ports,
+        service_ports: app.map(|a| a.service_ports()).unwrap_or_default(),
+        slave_id: agent.map(|a| &a.agent_id),
+        region: agent.and_then(|a| a.region.as_deref()),
+        zone: agent.and_then(|a| a.zone.as_deref()),
+        staged_at: task.staged_at,
+        started_at: task.started_at,
+        state: task.state.mesos_name(),
+        version: inst.run_spec_version,
+        local_volumes: [],
+        role: app.map(|a| a.role.as_str()).unwrap_or("*"),
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -26,6 +26,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+// glibc's malloc kept the transient peak of a 100,000-task scale-up as resident memory; mimalloc
+// returns freed pages to the system (BENCHMARKS.md, "Mesos at scale").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes: 0 after a clean stop (SIGTERM/SIGINT), [`EXIT_FAILED`] when Pacer stops on an
 /// error, [`flags::EXIT_BAD_FLAGS`] (112, as Marathon) for a configuration it refuses.
 const EXIT_FAILED: u8 = 1;
