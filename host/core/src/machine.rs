@@ -433,15 +433,8 @@ impl Scheduler {
         self.state = s;
         self.restore_root_versions(root_base, root_deltas);
         self.rebuild_indexes();
-        let known: Vec<TaskId> = self
-            .state
-            .instances
-            .values()
-            .filter(|i| i.is_active())
-            .filter_map(|i| i.task.as_ref().map(|t| t.task_id.clone()))
-            .collect();
         // Explicit reconciliation for what we know, implicit for what the backend knows.
-        self.effects.push_back(Effect::Reconcile(known));
+        self.reconcile_known();
         self.effects.push_back(Effect::Reconcile(Vec::new()));
         Ok(())
     }

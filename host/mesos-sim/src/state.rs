@@ -1087,29 +1087,14 @@ impl State {
             if t.terminal {
                 continue;
             }
-            let pa = self.fw_partition_aware(&t.fw);
-            let status = v1::TaskStatus {
-                task_id: v1::TaskId {
-                    value: t.id.clone(),
-                },
-                state: if pa {
-                    TaskState::TaskUnreachable
-                } else {
-                    TaskState::TaskLost
-                } as i32,
-                message: Some(format!("Agent {agent_id} is unreachable")),
-                source: Some(Source::Master as i32),
-                reason: Some(Reason::AgentRemoved as i32),
-                agent_id: Some(v1::AgentId {
-                    value: agent_id.into(),
-                }),
-                executor_id: Some(v1::ExecutorId {
-                    value: t.executor_id.clone(),
-                }),
-                timestamp: Some(now_secs()),
-                unreachable_time: Some(time_info(since)),
-                ..Default::default()
+            let state = if self.fw_partition_aware(&t.fw) {
+                TaskState::TaskUnreachable
+            } else {
+                TaskState::TaskLost
             };
+            let message = format!("Agent {agent_id} is unreachable");
+            let mut status = self.agent_loss_status(t, state, Reason::AgentRemoved, message);
+            status.unreachable_time = Some(time_info(since));
             let fw = t.fw.clone();
             self.send_update(&fw, status);
         }
@@ -1166,28 +1151,14 @@ impl State {
                 continue;
             };
             if !t.terminal {
-                let pa = self.fw_partition_aware(&t.fw);
-                let status = v1::TaskStatus {
-                    task_id: v1::TaskId {
-                        value: t.id.clone(),
-                    },
-                    state: if pa {
-                        TaskState::TaskGoneByOperator
-                    } else {
-                        TaskState::TaskLost
-                    } as i32,
-                    message: Some(format!("Agent {agent_id} was removed by the operator")),
-                    source: Some(Source::Master as i32),
-                    reason: Some(Reason::AgentRemovedByOperator as i32),
-                    agent_id: Some(v1::AgentId {
-                        value: agent_id.into(),
-                    }),
-                    executor_id: Some(v1::ExecutorId {
-                        value: t.executor_id.clone(),
-                    }),
-                    timestamp: Some(now_secs()),
-                    ..Default::default()
+                let state = if self.fw_partition_aware(&t.fw) {
+                    TaskState::TaskGoneByOperator
+                } else {
+                    TaskState::TaskLost
                 };
+                let message = format!("Agent {agent_id} was removed by the operator");
+                let status =
+                    self.agent_loss_status(t, state, Reason::AgentRemovedByOperator, message);
                 let fw = t.fw.clone();
                 self.send_update(&fw, status);
             }
@@ -1829,6 +1800,22 @@ impl State {
                 },
             }
         }
+    }
+
+    /// The master's update for a task on an agent that was lost or removed (no uuid).
+    fn agent_loss_status(
+        &self,
+        t: &Task,
+        state: TaskState,
+        reason: Reason,
+        message: String,
+    ) -> v1::TaskStatus {
+        let agent = self.agents[t.agent].id.clone();
+        let mut status = self.master_status(&t.id, state, reason, message, Some(agent));
+        status.executor_id = Some(v1::ExecutorId {
+            value: t.executor_id.clone(),
+        });
+        status
     }
 
     fn master_status(
