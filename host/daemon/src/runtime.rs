@@ -236,22 +236,28 @@ impl Runtime {
                     .framework_id
                     .write()
                     .expect("framework id lock") = Some(framework_id.clone());
-                let kind = if reregistered {
-                    "scheduler_reregistered_event"
+                // Marathon's fields: registered carries the framework id, re-registered only
+                // the master.
+                if reregistered {
+                    let fields = serde_json::json!({"master": master});
+                    self.api
+                        .events
+                        .publish("scheduler_reregistered_event", fields, now);
                 } else {
-                    "scheduler_registered_event"
-                };
-                let fields = serde_json::json!({"frameworkId": framework_id, "master": master});
-                self.api.events.publish(kind, fields, now);
+                    let fields = serde_json::json!({"frameworkId": framework_id, "master": master});
+                    self.api
+                        .events
+                        .publish("scheduler_registered_event", fields, now);
+                }
                 // Every (re)subscription: ask about every task Pacer believes alive.
                 self.core.reconcile_known();
             }
             ClusterEvent::Disconnected { master, reason } => {
                 warn!(message = "Disconnected from the cluster manager.", master = %master, reason = %reason);
-                let fields = serde_json::json!({"master": master});
+                // Marathon's event has no fields of its own.
                 self.api
                     .events
-                    .publish("scheduler_disconnected_event", fields, now);
+                    .publish("scheduler_disconnected_event", serde_json::json!({}), now);
             }
         }
     }

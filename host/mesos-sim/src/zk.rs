@@ -10,34 +10,12 @@ pub(crate) struct Registration {
     pub node: String,
 }
 
-/// `zk://[user:pass@]host:port[,host:port]/path` → (hosts, path, credentials).
-fn parse(url: &str) -> Result<(String, String, Option<String>), String> {
-    let rest = url
-        .strip_prefix("zk://")
-        .ok_or_else(|| format!("'{url}' does not start with zk://"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (creds, hosts) = match authority.rsplit_once('@') {
-        Some((c, h)) => (Some(c.to_string()), h),
-        None => (None, authority),
-    };
-    if hosts.is_empty() {
-        return Err(format!("'{url}' names no ZooKeeper hosts"));
-    }
-    let path = path.trim_end_matches('/');
-    let path = if path.is_empty() { "/" } else { path };
-    Ok((hosts.to_string(), path.to_string(), creds))
-}
-
 pub(crate) async fn register(url: &str, info: &v1::MasterInfo) -> Result<Registration, String> {
-    let (hosts, path, creds) = parse(url)?;
-    let mut connector = zk::Client::connector().with_session_timeout(Duration::from_secs(10));
-    if let Some(c) = &creds {
-        connector = connector.with_auth("digest", c.as_bytes());
-    }
-    let client = tokio::time::timeout(Duration::from_secs(15), connector.connect(&hosts))
+    let url = pacer_zk::ZkUrl::parse_group(url)?;
+    let hosts = url.hosts.clone();
+    let path = url.path.clone();
+    let connect = pacer_zk::connect_client(&url, Duration::from_secs(10));
+    let client = tokio::time::timeout(Duration::from_secs(15), connect)
         .await
         .map_err(|_| format!("timed out connecting to ZooKeeper at {hosts}"))?
         .map_err(|e| format!("cannot connect to ZooKeeper at {hosts}: {e}"))?;
@@ -74,21 +52,5 @@ pub(crate) async fn deregister(reg: Registration) {
         Err(_) => {
             tracing::warn!(node = %reg.node, "timed out deleting the master's ZooKeeper node")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn urls() {
-        assert_eq!(
-            super::parse("zk://a:1,b:2/mesos/").unwrap(),
-            ("a:1,b:2".into(), "/mesos".into(), None)
-        );
-        assert_eq!(
-            super::parse("zk://u:p@a:1").unwrap(),
-            ("a:1".into(), "/".into(), Some("u:p".into()))
-        );
-        assert!(super::parse("http://a:1/x").is_err());
     }
 }

@@ -177,7 +177,10 @@ struct Driver {
     /// The latest unacknowledged update per task: (agent id, uuid).
     acks: HashMap<String, (String, Vec<u8>)>,
     kills: HashMap<String, KillEntry>,
+    /// Kills not sent on the current connection, in order.
     kill_queue: VecDeque<String>,
+    /// Kills sent and not yet confirmed (`sent_at` set).
+    kills_in_flight: usize,
     declines: BTreeMap<u64, Vec<v1::OfferId>>,
     wants_offers: bool,
     last_revive: Option<Instant>,
@@ -231,6 +234,7 @@ impl Driver {
             acks: HashMap::new(),
             kills: HashMap::new(),
             kill_queue: VecDeque::new(),
+            kills_in_flight: 0,
             declines: BTreeMap::new(),
             wants_offers: true,
             last_revive: None,
@@ -339,8 +343,6 @@ impl Driver {
             .await;
             let _ = tx.send((generation, StreamMsg::Ended(ended)));
         }));
-        // Remember which leader this attempt is for.
-        self.conn = None;
     }
 
     fn stream_message(&mut self, msg: StreamMsg) {
@@ -389,9 +391,21 @@ impl Driver {
         self.offers.clear();
         // Updates not yet acknowledged are sent again on the next stream.
         self.acks.clear();
+        // Kills sent on this connection go first on the next one.
+        let mut unsent: Vec<&String> = self
+            .kills
+            .iter()
+            .filter(|(_, k)| k.sent_at.is_some())
+            .map(|(id, _)| id)
+            .collect();
+        unsent.sort();
+        for id in unsent.into_iter().rev() {
+            self.kill_queue.push_front(id.clone());
+        }
         for k in self.kills.values_mut() {
             k.sent_at = None;
         }
+        self.kills_in_flight = 0;
         if self.next_attempt.is_none() {
             self.next_attempt = Some(Instant::now() + self.backoff);
         }
@@ -481,8 +495,14 @@ impl Driver {
             self.acks
                 .insert(s.task_id.value.clone(), (agent.value.clone(), uuid.clone()));
         }
-        if status.state.is_terminal() && self.kills.remove(&s.task_id.value).is_some() {
-            self.pump_kills();
+        if status.state.is_terminal() {
+            if let Some(k) = self.kills.remove(&s.task_id.value) {
+                if k.sent_at.is_some() {
+                    self.kills_in_flight -= 1;
+                }
+                // A queued id whose entry is gone is skipped when its turn comes.
+                self.pump_kills();
+            }
         }
         (self.sink)(ClusterEvent::Status(status));
     }
@@ -502,18 +522,19 @@ impl Driver {
             }
             Cmd::Kill(k) => {
                 let id = k.task_id.as_str().to_string();
-                let queued = self
-                    .kills
-                    .insert(
-                        id.clone(),
-                        KillEntry {
-                            request: k,
-                            sent_at: None,
-                        },
-                    )
-                    .is_some();
-                if !queued {
-                    self.kill_queue.push_back(id);
+                match self.kills.get_mut(&id) {
+                    // Already queued or in flight: it keeps its place, with the newer request.
+                    Some(entry) => entry.request = k,
+                    None => {
+                        self.kills.insert(
+                            id.clone(),
+                            KillEntry {
+                                request: k,
+                                sent_at: None,
+                            },
+                        );
+                        self.kill_queue.push_back(id);
+                    }
                 }
                 self.pump_kills();
             }
@@ -680,27 +701,16 @@ impl Driver {
             return;
         }
         let chunk = self.cfg.kill_chunk_size.max(1);
-        let mut in_flight = self.kills.values().filter(|k| k.sent_at.is_some()).count();
-        let mut resend: Vec<String> = self
-            .kills
-            .iter()
-            .filter(|(id, k)| k.sent_at.is_none() && !self.kill_queue.contains(id))
-            .map(|(id, _)| id.clone())
-            .collect();
-        resend.sort();
-        for id in resend {
-            self.kill_queue.push_front(id);
-        }
-        while in_flight < chunk {
+        while self.kills_in_flight < chunk {
             let Some(id) = self.kill_queue.pop_front() else {
                 break;
             };
-            let Some(entry) = self.kills.get_mut(&id) else {
+            let Some(entry) = self.kills.get_mut(&id).filter(|e| e.sent_at.is_none()) else {
                 continue;
             };
             entry.sent_at = Some(Instant::now());
             let k = entry.request.clone();
-            in_flight += 1;
+            self.kills_in_flight += 1;
             self.send_kill(k);
         }
     }

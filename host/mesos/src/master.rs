@@ -4,6 +4,7 @@
 //! sequence leads.
 
 use pacer_mesos_proto::v1::MasterInfo;
+use pacer_zk::ZkUrl;
 use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -15,36 +16,13 @@ pub enum MasterSource {
     /// Base URLs (`http://host:port`), tried in turn.
     Urls(Vec<String>),
     /// ZooKeeper hosts, optional digest credentials, and the masters' group path.
-    Zk {
-        hosts: String,
-        credentials: Option<String>,
-        path: String,
-    },
+    Zk(ZkUrl),
 }
 
 impl MasterSource {
     pub fn parse(master: &str) -> Result<Self, String> {
-        if let Some(rest) = master.strip_prefix("zk://") {
-            let (authority, path) = match rest.find('/') {
-                Some(i) => (&rest[..i], &rest[i..]),
-                None => (rest, "/"),
-            };
-            let (credentials, hosts) = match authority.rsplit_once('@') {
-                Some((c, h)) => (Some(c.to_string()), h),
-                None => (None, authority),
-            };
-            if hosts.is_empty() {
-                return Err("the zk:// URL names no ZooKeeper hosts".into());
-            }
-            let path = match path.trim_end_matches('/') {
-                "" => "/".to_string(),
-                p => p.to_string(),
-            };
-            return Ok(MasterSource::Zk {
-                hosts: hosts.to_string(),
-                credentials,
-                path,
-            });
+        if master.starts_with("zk://") {
+            return ZkUrl::parse_group(master).map(MasterSource::Zk);
         }
         let urls: Vec<String> = master
             .split(',')
@@ -114,38 +92,24 @@ pub fn detect(source: MasterSource, session_timeout: Duration) -> watch::Receive
             tokio::spawn(async move { tx.closed().await });
             rx
         }
-        MasterSource::Zk {
-            hosts,
-            credentials,
-            path,
-        } => {
+        MasterSource::Zk(url) => {
             let (tx, rx) = watch::channel(None);
-            tokio::spawn(follow_zk(hosts, credentials, path, session_timeout, tx));
+            tokio::spawn(follow_zk(url, session_timeout, tx));
             rx
         }
     }
 }
 
-async fn follow_zk(
-    hosts: String,
-    credentials: Option<String>,
-    path: String,
-    session_timeout: Duration,
-    tx: watch::Sender<Option<String>>,
-) {
+async fn follow_zk(url: ZkUrl, session_timeout: Duration, tx: watch::Sender<Option<String>>) {
     let mut backoff = Duration::from_millis(200);
     loop {
         if tx.is_closed() {
             return;
         }
-        let mut connector = zk::Client::connector().with_session_timeout(session_timeout);
-        if let Some(c) = &credentials {
-            connector = connector.with_auth("digest", c.as_bytes());
-        }
-        match connector.connect(&hosts).await {
+        match pacer_zk::connect_client(&url, session_timeout).await {
             Ok(client) => {
                 backoff = Duration::from_millis(200);
-                watch_group(&client, &path, &tx).await;
+                watch_group(&client, &url.path, &tx).await;
             }
             Err(e) => {
                 warn!(message = "Cannot reach ZooKeeper to find the Mesos master.", error = %e)
@@ -235,11 +199,11 @@ mod tests {
         );
         assert_eq!(
             MasterSource::parse("zk://u:p@z1:2181,z2:2181/mesos").unwrap(),
-            MasterSource::Zk {
+            MasterSource::Zk(ZkUrl {
                 hosts: "z1:2181,z2:2181".into(),
                 credentials: Some("u:p".into()),
                 path: "/mesos".into()
-            }
+            })
         );
         assert!(MasterSource::parse("https://m:5050").is_err());
         assert!(MasterSource::parse("").is_err());

@@ -16,7 +16,21 @@ pub struct ZkUrl {
 }
 
 impl ZkUrl {
+    /// A URL for Pacer's own data: it needs a path below the root.
     pub fn parse(url: &str) -> Result<Self, String> {
+        let parsed = Self::parse_group(url)?;
+        if parsed.path == "/" {
+            return Err(format!(
+                "'{}' needs a path for Pacer's data, e.g. zk://host:2181/pacer",
+                redact_url(url)
+            ));
+        }
+        Ok(parsed)
+    }
+
+    /// A URL naming a group of nodes, such as Mesos masters' `zk://…/mesos`; an empty path is
+    /// the root (`/`).
+    pub fn parse_group(url: &str) -> Result<Self, String> {
         let rest = url
             .strip_prefix("zk://")
             .ok_or_else(|| format!("'{}' does not start with zk://", redact_url(url)))?;
@@ -31,13 +45,10 @@ impl ZkUrl {
         if hosts.is_empty() || hosts.split(',').any(|h| h.trim().is_empty()) {
             return Err(format!("'{}' names no ZooKeeper hosts", redact_url(url)));
         }
-        let path = path.trim_end_matches('/');
-        if path.is_empty() {
-            return Err(format!(
-                "'{}' needs a path for Pacer's data, e.g. zk://host:2181/pacer",
-                redact_url(url)
-            ));
-        }
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
         if let Some(c) = &credentials {
             if !c.contains(':') {
                 return Err("ZooKeeper credentials must be user:password".into());
@@ -72,16 +83,24 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connects, creates the URL's path if needed and returns a client rooted there.
-pub(crate) async fn connect(
-    url: ZkUrl,
+/// Connects to the URL's hosts with its credentials (digest), at the root.
+pub async fn connect_client(
+    url: &ZkUrl,
     session_timeout: Duration,
 ) -> Result<zk::Client, zk::Error> {
     let mut connector = zk::Client::connector().with_session_timeout(session_timeout);
     if let Some(c) = &url.credentials {
         connector = connector.with_auth("digest", c.as_bytes());
     }
-    let client = connector.connect(&url.hosts).await?;
+    connector.connect(&url.hosts).await
+}
+
+/// Connects, creates the URL's path if needed and returns a client rooted there.
+pub(crate) async fn connect(
+    url: ZkUrl,
+    session_timeout: Duration,
+) -> Result<zk::Client, zk::Error> {
+    let client = connect_client(&url, session_timeout).await?;
     let options = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     match client.mkdir(&url.path, &options).await {
         Ok(()) | Err(zk::Error::NodeExists) => {}
@@ -152,6 +171,12 @@ mod tests {
         assert_eq!(u.credentials.as_deref(), Some("ops:pw"));
         assert_eq!(u.redacted(), "zk://********@h1:2181,h2:2182/pacer/prod");
         assert!(ZkUrl::parse("zk://h1:2181").unwrap_err().contains("path"));
+        // A group (Mesos masters) may live at the root.
+        assert_eq!(ZkUrl::parse_group("zk://h1:2181").unwrap().path, "/");
+        assert_eq!(
+            ZkUrl::parse_group("zk://h1:2181/mesos/").unwrap().path,
+            "/mesos"
+        );
         assert!(ZkUrl::parse("http://h1/x").is_err());
         let e = ZkUrl::parse("zk://u:secret@/x").unwrap_err();
         assert!(!e.contains("secret"), "{e}");

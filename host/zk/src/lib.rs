@@ -7,7 +7,7 @@ mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use conn::{redact_url, ZkUrl};
+pub use conn::{connect_client, redact_url, ZkUrl};
 pub use store::{Fence, ZkStore, ZkStoreConfig};
 /// Session states, as leader election reacts to them.
 pub use zookeeper_client::SessionState;
