@@ -1,7 +1,7 @@
 //! `/v2/apps` and everything below it.
 
 use crate::error::ApiError;
-use crate::render::{app_info, task_json, Embed};
+use crate::render::{app_info, app_view, task_json, AppInfoView, Embed};
 use crate::selector::Selector;
 use crate::{ApiContext, ApiPost, ClientAddr};
 use axum::body::Bytes;
@@ -176,21 +176,43 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
         None => None,
     };
     let now = now();
-    let apps: Vec<Value> = snap
-        .apps
-        .values()
-        .filter(|a| {
-            cmd.as_ref()
-                .is_none_or(|c| a.cmd.as_ref().is_some_and(|x| x.to_lowercase().contains(c)))
-        })
-        .filter(|a| {
-            id.as_ref()
-                .is_none_or(|i| a.id.as_str().to_lowercase().contains(i))
-        })
-        .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
-        .map(|a| app_info(&snap, a, embed, now))
-        .collect();
-    Ok(Json(json!({"apps": apps})).into_response())
+    let render = move |snap: &pacer_core::state::State| {
+        #[derive(serde::Serialize)]
+        struct Apps<'a> {
+            apps: Vec<AppInfoView<'a>>,
+        }
+        let apps: Vec<_> = snap
+            .apps
+            .values()
+            .filter(|a| {
+                cmd.as_ref()
+                    .is_none_or(|c| a.cmd.as_ref().is_some_and(|x| x.to_lowercase().contains(c)))
+            })
+            .filter(|a| {
+                id.as_ref()
+                    .is_none_or(|i| a.id.as_str().to_lowercase().contains(i))
+            })
+            .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
+            .map(|a| app_view(snap, a, embed, now))
+            .collect();
+        let tasks: usize = apps.iter().map(|a| a.task_count()).sum();
+        let size = 2048 * apps.len() + crate::render::TASK_JSON_BYTES * tasks;
+        let mut out = Vec::with_capacity(size);
+        serde_json::to_writer(&mut out, &Apps { apps }).expect("apps serialise");
+        out
+    };
+    if embed.task_stats {
+        // Lifetimes depend on the clock, not only on the state: never shared.
+        return Ok(crate::cache::json_response(render(&snap).into()));
+    }
+    let key = format!(
+        "apps {embed:?} {:?} {:?} {:?}",
+        q.one("cmd"),
+        q.one("id"),
+        q.one("label")
+    );
+    let body = ctx.renders.body(&snap, &key, render).await;
+    Ok(crate::cache::json_response(body))
 }
 
 /// `api_post_event` for a change of one app through the API.

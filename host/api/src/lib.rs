@@ -3,6 +3,7 @@
 //! only after they are durable.
 
 mod apps;
+mod cache;
 mod deployments;
 mod error;
 pub mod events;
@@ -136,6 +137,8 @@ pub struct ApiContext {
     pub callbacks_enabled: bool,
     /// Slots for `--http_max_concurrent_requests`.
     limiter: Option<tokio::sync::Semaphore>,
+    /// Big listings rendered once per snapshot.
+    pub(crate) renders: cache::RenderCache,
     pub(crate) ha: Option<leader::HaSetup>,
 }
 
@@ -165,13 +168,18 @@ impl ApiContext {
             events,
             callbacks_enabled: setup.callbacks_enabled,
             limiter,
+            renders: Default::default(),
             ha: setup.ha,
         })
     }
 
-    /// Publishes a new snapshot; readers that already hold the old one keep it.
+    /// Publishes a new snapshot; readers that already hold the old one keep it. An unchanged
+    /// state keeps the published one, so bodies rendered from it stay valid.
     pub fn publish(&self, state: State) {
-        *self.snapshot.write().expect("snapshot lock poisoned") = Arc::new(state);
+        let mut current = self.snapshot.write().expect("snapshot lock poisoned");
+        if !current.same_as(&state) {
+            *current = Arc::new(state);
+        }
     }
 
     pub fn snapshot(&self) -> Arc<State> {

@@ -55,17 +55,26 @@ async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
             _ => None,
         })
         .collect();
-    let tasks: Vec<crate::render::TaskView> = snap
-        .instances
-        .values()
-        .filter(|i| wanted.is_empty() || i.state().is_some_and(|s| wanted.contains(&s)))
-        .filter_map(|i| task_view(&snap, i))
-        .collect();
-    #[derive(serde::Serialize)]
-    struct Tasks<'a> {
-        tasks: Vec<crate::render::TaskView<'a>>,
-    }
-    Json(Tasks { tasks }).into_response()
+    let key = format!("tasks {wanted:?}");
+    let body = ctx
+        .renders
+        .body(&snap, &key, move |snap| {
+            #[derive(serde::Serialize)]
+            struct Tasks<'a> {
+                tasks: Vec<crate::render::TaskView<'a>>,
+            }
+            let tasks: Vec<_> = snap
+                .instances
+                .values()
+                .filter(|i| wanted.is_empty() || i.state().is_some_and(|s| wanted.contains(&s)))
+                .filter_map(|i| task_view(snap, i))
+                .collect();
+            let mut out = Vec::with_capacity(crate::render::TASK_JSON_BYTES * tasks.len());
+            serde_json::to_writer(&mut out, &Tasks { tasks }).expect("tasks serialise");
+            out
+        })
+        .await;
+    crate::cache::json_response(body)
 }
 
 async fn delete_tasks(

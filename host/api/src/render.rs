@@ -77,25 +77,37 @@ fn count<'a>(state: &State, instances: impl Iterator<Item = &'a Instance>) -> Co
     c
 }
 
+/// One entry of a task's `healthCheckResults`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView<'a> {
+    alive: bool,
+    consecutive_failures: u32,
+    first_success: Option<Timestamp>,
+    last_success: Option<Timestamp>,
+    last_failure: Option<Timestamp>,
+    last_failure_cause: &'a Option<String>,
+    instance_id: &'a pacer_core::id::InstanceId,
+}
+
 /// `healthCheckResults` of an instance's task (one entry per check that has a result).
-fn health_results(state: &State, inst: &Instance) -> Value {
+fn health_results<'a>(state: &'a State, inst: &'a Instance) -> Vec<HealthView<'a>> {
     let Some(h) = state.health.get(&inst.id) else {
-        return json!([]);
+        return Vec::new();
     };
-    json!(h
-        .checks
+    h.checks
         .iter()
         .flatten()
-        .map(|r| json!({
-            "alive": r.alive(),
-            "consecutiveFailures": r.consecutive_failures,
-            "firstSuccess": r.first_success,
-            "lastSuccess": r.last_success,
-            "lastFailure": r.last_failure,
-            "lastFailureCause": r.last_failure_cause,
-            "instanceId": inst.id,
-        }))
-        .collect::<Vec<_>>())
+        .map(|r| HealthView {
+            alive: r.alive(),
+            consecutive_failures: r.consecutive_failures,
+            first_success: r.first_success,
+            last_success: r.last_success,
+            last_failure: r.last_failure,
+            last_failure_cause: &r.last_failure_cause,
+            instance_id: &inst.id,
+        })
+        .collect()
 }
 
 /// `readinessCheckResults` of an app: shown while a deployment waits for it, as in Marathon.
@@ -122,13 +134,17 @@ pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
     task_view(state, inst).map(|v| serde_json::to_value(v).expect("tasks serialise"))
 }
 
+/// About the size of one task's JSON, to size a listing's buffer once (growing a 5 MB buffer
+/// by doubling copied it and faulted in fresh pages several times).
+pub const TASK_JSON_BYTES: usize = 480;
+
 /// Marathon's task JSON, serialised straight from the instance (no `Value` tree): `/v2/tasks`
 /// renders 10,000 of these per request.
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskView<'a> {
     app_id: &'a pacer_core::id::PathId,
-    health_check_results: Value,
+    health_check_results: Vec<HealthView<'a>>,
     host: &'a str,
     id: &'a pacer_core::id::TaskId,
     ip_addresses: Vec<IpView>,
@@ -253,51 +269,91 @@ fn task_stats(state: &State, app: &AppDefinition, live: &[&Instance], now: Times
     Value::Object(m)
 }
 
-/// AppInfo: the app definition plus the parts `embed` asks for.
-pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp) -> Value {
-    let mut v = serde_json::to_value(app).expect("apps serialise");
-    let m = v.as_object_mut().expect("an app is an object");
+/// AppInfo, serialised straight from the state: the app definition plus the parts `embed` asks
+/// for, in Marathon's key order. `/v2/apps?embed=apps.tasks` renders every task through this.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppInfoView<'a> {
+    #[serde(flatten)]
+    app: &'a AppDefinition,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_staged: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_running: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_healthy: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_unhealthy: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployments: Option<Vec<DeploymentRef<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    readiness_check_results: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks: Option<Vec<TaskView<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_task_failure: Option<&'a pacer_core::instance::TaskFailure>,
+    // 1.8+ renamed the key; the UI still reads the old one, so both are sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    task_stats: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tasks_stats: Option<Value>,
+}
+
+impl AppInfoView<'_> {
+    /// How many tasks are embedded.
+    pub fn task_count(&self) -> usize {
+        self.tasks.as_ref().map_or(0, Vec::len)
+    }
+}
+
+#[derive(serde::Serialize)]
+pub struct DeploymentRef<'a> {
+    id: &'a str,
+}
+
+/// The AppInfo view of `app`; `now` only matters for `taskStats` lifetimes.
+pub fn app_view<'a>(
+    state: &'a State,
+    app: &'a AppDefinition,
+    embed: Embed,
+    now: Timestamp,
+) -> AppInfoView<'a> {
     let live: Vec<&Instance> = state
         .instances_of(&app.id)
         .map(|i| i.as_ref())
         .filter(|i| i.is_active())
         .collect();
-    if embed.counts {
-        let c = count(state, live.iter().copied());
-        m.insert("tasksStaged".into(), json!(c.staged));
-        m.insert("tasksRunning".into(), json!(c.running));
-        m.insert("tasksHealthy".into(), json!(c.healthy));
-        m.insert("tasksUnhealthy".into(), json!(c.unhealthy));
+    let counts = embed.counts.then(|| count(state, live.iter().copied()));
+    let stats = embed.task_stats.then(|| task_stats(state, app, &live, now));
+    AppInfoView {
+        app,
+        tasks_staged: counts.map(|c| c.staged),
+        tasks_running: counts.map(|c| c.running),
+        tasks_healthy: counts.map(|c| c.healthy),
+        tasks_unhealthy: counts.map(|c| c.unhealthy),
+        deployments: embed.deployments.then(|| {
+            state
+                .deployments_of(&app.id)
+                .map(|d| DeploymentRef { id: &d.id })
+                .collect()
+        }),
+        readiness_check_results: embed.readiness.then(|| readiness_results(state, &app.id)),
+        tasks: embed
+            .tasks
+            .then(|| live.iter().filter_map(|i| task_view(state, i)).collect()),
+        last_task_failure: if embed.last_task_failure {
+            state.task_failures.get(&app.id).map(|f| f.as_ref())
+        } else {
+            None
+        },
+        tasks_stats: stats.clone(),
+        task_stats: stats,
     }
-    if embed.deployments {
-        let deps: Vec<Value> = state
-            .deployments_of(&app.id)
-            .map(|d| json!({"id": d.id}))
-            .collect();
-        m.insert("deployments".into(), json!(deps));
-    }
-    if embed.readiness {
-        m.insert(
-            "readinessCheckResults".into(),
-            json!(readiness_results(state, &app.id)),
-        );
-    }
-    if embed.tasks {
-        let tasks: Vec<Value> = live.iter().filter_map(|i| task_json(state, i)).collect();
-        m.insert("tasks".into(), json!(tasks));
-    }
-    if embed.last_task_failure {
-        if let Some(f) = state.task_failures.get(&app.id) {
-            m.insert("lastTaskFailure".into(), json!(f.as_ref()));
-        }
-    }
-    if embed.task_stats {
-        let stats = task_stats(state, app, &live, now);
-        // 1.8+ renamed the key; the UI still reads the old one, so both are sent.
-        m.insert("taskStats".into(), stats.clone());
-        m.insert("tasksStats".into(), stats);
-    }
-    v
+}
+
+/// AppInfo as a JSON value, for callers that add to it.
+pub fn app_info(state: &State, app: &AppDefinition, embed: Embed, now: Timestamp) -> Value {
+    serde_json::to_value(app_view(state, app, embed, now)).expect("apps serialise")
 }
 
 #[cfg(test)]

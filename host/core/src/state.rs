@@ -260,6 +260,44 @@ impl InstanceHealth {
 }
 
 impl State {
+    /// True if `other` is this state, unchanged: every map is the very same tree (O(1)). A
+    /// change, even one that puts back an equal value, makes it false.
+    pub fn same_as(&self, other: &State) -> bool {
+        // Destructured so that a new field cannot be forgotten here.
+        let State {
+            apps,
+            groups,
+            versions,
+            instances,
+            by_app,
+            deployments,
+            deployments_by_app,
+            task_failures,
+            delays,
+            service_ports,
+            root_versions,
+            offer_stats,
+            orphans,
+            health,
+            event_subscribers,
+        } = self;
+        apps.ptr_eq(&other.apps)
+            && groups.ptr_eq(&other.groups)
+            && versions.ptr_eq(&other.versions)
+            && instances.ptr_eq(&other.instances)
+            && by_app.ptr_eq(&other.by_app)
+            && deployments.ptr_eq(&other.deployments)
+            && deployments_by_app.ptr_eq(&other.deployments_by_app)
+            && task_failures.ptr_eq(&other.task_failures)
+            && delays.ptr_eq(&other.delays)
+            && service_ports.ptr_eq(&other.service_ports)
+            && root_versions.ptr_eq(&other.root_versions)
+            && offer_stats.ptr_eq(&other.offer_stats)
+            && orphans.ptr_eq(&other.orphans)
+            && health.ptr_eq(&other.health)
+            && event_subscribers.ptr_eq(&other.event_subscribers)
+    }
+
     pub fn app(&self, id: &PathId) -> Option<&Arc<AppDefinition>> {
         self.apps.get(id)
     }

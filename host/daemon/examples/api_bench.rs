@@ -8,7 +8,7 @@
 //!     cargo build --release -p pacer --bin pacer --example api_bench && \
 //!     ./target/release/examples/api_bench [clients] [apps] [seconds]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,58 +42,11 @@ fn request(
     auth: &str,
     body: &str,
 ) -> u16 {
-    exchange(conn, method, path, auth, body).unwrap_or(0)
-}
-
-fn exchange(
-    conn: &mut BufReader<TcpStream>,
-    method: &str,
-    path: &str,
-    auth: &str,
-    body: &str,
-) -> std::io::Result<u16> {
-    write!(
-        conn.get_mut(),
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let closed = || std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-    let mut line = String::new();
-    if conn.read_line(&mut line)? == 0 {
-        return Err(closed());
-    }
-    let status = line.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let mut length = 0usize;
-    loop {
-        line.clear();
-        if conn.read_line(&mut line)? == 0 {
-            return Err(closed());
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    conn.read_exact(&mut body)?;
-    Ok(status)
-}
-
-fn connect(port: u16) -> BufReader<TcpStream> {
-    let s = loop {
-        match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) => std::thread::sleep(Duration::from_millis(1)),
-        }
-    };
-    s.set_nodelay(true).unwrap();
-    BufReader::new(s)
+    common::exchange(conn, method, path, auth, body, &mut Vec::new()).unwrap_or(0)
 }
 
 fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: &str, write: bool) {
-    let mut setup = connect(d.port);
+    let mut setup = common::connect(d.port);
     for i in 0..apps {
         let body = format!(
             r#"{{"id": "/bench/app-{i}", "cmd": "sleep 1000", "instances": 0, "cpus": 0.01, "mem": 8}}"#
@@ -107,7 +60,7 @@ fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: 
         .map(|c| {
             let (stop, auth, port) = (stop.clone(), auth.to_string(), d.port);
             std::thread::spawn(move || {
-                let mut conn = connect(port);
+                let mut conn = common::connect(port);
                 let (mut ok_us, mut shed) = (Vec::new(), 0u64);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -122,7 +75,7 @@ fn run(name: &str, d: &Daemon, clients: usize, apps: usize, seconds: u64, auth: 
                         request(&mut conn, "GET", "/v2/apps", &auth, "")
                     };
                     if status == 0 {
-                        conn = connect(port);
+                        conn = common::connect(port);
                         continue;
                     }
                     match status {
