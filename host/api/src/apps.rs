@@ -1,7 +1,8 @@
 //! `/v2/apps` and everything below it.
 
+use crate::cache::json_response;
 use crate::error::ApiError;
-use crate::render::{app_info, app_view, task_json, AppInfoView, Embed};
+use crate::render::{self, app_info, app_view, task_json, task_view, Embed};
 use crate::selector::Selector;
 use crate::{ApiContext, ApiPost, ClientAddr};
 use axum::body::Bytes;
@@ -177,10 +178,6 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
     };
     let now = now();
     let render = move |snap: &pacer_core::state::State| {
-        #[derive(serde::Serialize)]
-        struct Apps<'a> {
-            apps: Vec<AppInfoView<'a>>,
-        }
         let apps: Vec<_> = snap
             .apps
             .values()
@@ -195,15 +192,11 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
             .filter(|a| selector.as_ref().is_none_or(|s| s.matches(&a.labels)))
             .map(|a| app_view(snap, a, embed, now))
             .collect();
-        let tasks: usize = apps.iter().map(|a| a.task_count()).sum();
-        let size = 2048 * apps.len() + crate::render::TASK_JSON_BYTES * tasks;
-        let mut out = Vec::with_capacity(size);
-        serde_json::to_writer(&mut out, &Apps { apps }).expect("apps serialise");
-        out
+        render::to_json(&render::Apps { apps })
     };
     if embed.task_stats {
         // Lifetimes depend on the clock, not only on the state: never shared.
-        return Ok(crate::cache::json_response(render(&snap).into()));
+        return Ok(json_response(render(&snap).into()));
     }
     let key = format!(
         "apps {embed:?} {:?} {:?} {:?}",
@@ -212,7 +205,7 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
         q.one("label")
     );
     let body = ctx.renders.body(&snap, &key, render).await;
-    Ok(crate::cache::json_response(body))
+    Ok(json_response(body))
 }
 
 /// `api_post_event` for a change of one app through the API.
@@ -370,38 +363,72 @@ async fn get_path(
             embed.tasks = true;
             embed.deployments = true;
             embed.last_task_failure = true;
-            Ok(Json(json!({"app": app_info(&snap, app, embed, now)})).into_response())
+            if !embed.task_stats {
+                // Clients poll this during big deployments: a cached body, never a `Value` tree
+                // of every task.
+                let key = format!("app {id} {embed:?}");
+                let body = ctx
+                    .renders
+                    .body(&snap, &key, move |snap| {
+                        let app = snap.apps.get(&id).expect("checked before rendering");
+                        render::to_json(&render::One {
+                            app: app_view(snap, app, embed, now),
+                        })
+                    })
+                    .await;
+                return Ok(json_response(body));
+            }
+            let body = render::to_json(&render::One {
+                app: app_view(&snap, app, embed, now),
+            });
+            Ok(json_response(body.into()))
         }
         Target::GroupApps(raw) => {
             let group = app_id_of(&raw)?;
             let mut embed = Embed::parse(q.all("embed"));
             embed.counts = true;
             embed.deployments = true;
-            let apps: Vec<Value> = snap
+            let apps: Vec<_> = snap
                 .apps_under(&group)
-                .map(|a| app_info(&snap, a, embed, now))
+                .map(|a| app_view(&snap, a, embed, now))
                 .collect();
-            Ok(Json(json!({"*": apps})).into_response())
+            Ok(json_response(
+                render::to_json(&render::Star { apps }).into(),
+            ))
         }
         Target::Tasks(raw) => {
             let id = app_id_of(&raw)?;
             if !snap.apps.contains_key(&id) {
                 return Err(missing(&id));
             }
-            let tasks: Vec<Value> = snap
-                .instances_of(&id)
-                .filter_map(|i| task_json(&snap, i))
-                .collect();
-            Ok(Json(json!({"tasks": tasks})).into_response())
+            let key = format!("app-tasks {id}");
+            let body = ctx
+                .renders
+                .body(&snap, &key, move |snap| {
+                    let tasks = snap
+                        .instances_of(&id)
+                        .filter_map(|i| task_view(snap, i))
+                        .collect();
+                    render::to_json(&render::Tasks { tasks })
+                })
+                .await;
+            Ok(json_response(body))
         }
         Target::GroupTasks(raw) => {
             let group = app_id_of(&raw)?;
-            let tasks: Vec<Value> = snap
-                .apps_under(&group)
-                .flat_map(|a| snap.instances_of(&a.id))
-                .filter_map(|i| task_json(&snap, i))
-                .collect();
-            Ok(Json(json!({"tasks": tasks})).into_response())
+            let key = format!("group-tasks {group}");
+            let body = ctx
+                .renders
+                .body(&snap, &key, move |snap| {
+                    let tasks = snap
+                        .apps_under(&group)
+                        .flat_map(|a| snap.instances_of(&a.id))
+                        .filter_map(|i| task_view(snap, i))
+                        .collect();
+                    render::to_json(&render::Tasks { tasks })
+                })
+                .await;
+            Ok(json_response(body))
         }
         Target::Versions(raw) => {
             let id = app_id_of(&raw)?;

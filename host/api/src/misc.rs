@@ -59,19 +59,13 @@ async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
     let body = ctx
         .renders
         .body(&snap, &key, move |snap| {
-            #[derive(serde::Serialize)]
-            struct Tasks<'a> {
-                tasks: Vec<crate::render::TaskView<'a>>,
-            }
-            let tasks: Vec<_> = snap
+            let tasks = snap
                 .instances
                 .values()
                 .filter(|i| wanted.is_empty() || i.state().is_some_and(|s| wanted.contains(&s)))
                 .filter_map(|i| task_view(snap, i))
                 .collect();
-            let mut out = Vec::with_capacity(crate::render::TASK_JSON_BYTES * tasks.len());
-            serde_json::to_writer(&mut out, &Tasks { tasks }).expect("tasks serialise");
-            out
+            crate::render::to_json(&crate::render::Tasks { tasks })
         })
         .await;
     crate::cache::json_response(body)

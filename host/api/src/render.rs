@@ -134,9 +134,69 @@ pub fn task_json(state: &State, inst: &Instance) -> Option<Value> {
     task_view(state, inst).map(|v| serde_json::to_value(v).expect("tasks serialise"))
 }
 
-/// About the size of one task's JSON, to size a listing's buffer once (growing a 5 MB buffer
-/// by doubling copied it and faulted in fresh pages several times).
-pub const TASK_JSON_BYTES: usize = 480;
+/// `{"tasks": [..]}`.
+#[derive(serde::Serialize)]
+pub struct Tasks<'a> {
+    pub tasks: Vec<TaskView<'a>>,
+}
+
+/// `{"app": ..}`.
+#[derive(serde::Serialize)]
+pub struct One<'a> {
+    pub app: AppInfoView<'a>,
+}
+
+/// `{"*": [..]}`, the apps of a group (`/v2/apps/{group}/*`).
+#[derive(serde::Serialize)]
+pub struct Star<'a> {
+    #[serde(rename = "*")]
+    pub apps: Vec<AppInfoView<'a>>,
+}
+
+/// `{"apps": [..]}`.
+#[derive(serde::Serialize)]
+pub struct Apps<'a> {
+    pub apps: Vec<AppInfoView<'a>>,
+}
+
+/// A response body made of app and task views.
+pub trait Listing: serde::Serialize {
+    /// How many task views it embeds.
+    fn task_count(&self) -> usize;
+}
+
+impl Listing for Tasks<'_> {
+    fn task_count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+impl Listing for One<'_> {
+    fn task_count(&self) -> usize {
+        self.app.task_count()
+    }
+}
+
+impl Listing for Star<'_> {
+    fn task_count(&self) -> usize {
+        self.apps.iter().map(AppInfoView::task_count).sum()
+    }
+}
+
+impl Listing for Apps<'_> {
+    fn task_count(&self) -> usize {
+        self.apps.iter().map(AppInfoView::task_count).sum()
+    }
+}
+
+/// A listing as JSON bytes, its buffer sized once from the number of tasks (growing a 5 MB
+/// buffer by doubling copied it and faulted in fresh pages several times).
+pub fn to_json(listing: &impl Listing) -> Vec<u8> {
+    const TASK_JSON_BYTES: usize = 480;
+    let mut out = Vec::with_capacity(1024 + TASK_JSON_BYTES * listing.task_count());
+    serde_json::to_writer(&mut out, listing).expect("listings serialise");
+    out
+}
 
 /// Marathon's task JSON, serialised straight from the instance (no `Value` tree): `/v2/tasks`
 /// renders 10,000 of these per request.
