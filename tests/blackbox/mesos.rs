@@ -293,6 +293,7 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     let fw = framework_id(&p);
     let app = json!({"id": "/wire/api", "cmd": "sleep 1000", "cpus": 0.25, "mem": 64, "disk": 10,
         "env": {"GREETING": "hi"}, "taskKillGracePeriodSeconds": 7,
+        "labels": {"HAPROXY_GROUP": "external"},
         "portDefinitions": [{"port": 0, "name": "http"}],
         "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/ping", "portIndex": 0,
             "gracePeriodSeconds": 30, "intervalSeconds": 5, "timeoutSeconds": 2,
@@ -397,6 +398,15 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
         t.discovery.as_ref().unwrap().ports.as_ref().unwrap().ports[0].number as u64,
         ports[0]
     );
+    let labels: Vec<(&str, Option<&str>)> = t
+        .labels
+        .as_ref()
+        .unwrap()
+        .labels
+        .iter()
+        .map(|l| (l.key.as_str(), l.value.as_deref()))
+        .collect();
+    assert_eq!(labels, vec![("HAPROXY_GROUP", Some("external"))]);
 
     // Every ACKNOWLEDGE names a task and carries a 16-byte uuid; the simulator checks each
     // matches an update it sent (a mismatch is a violation).
@@ -451,6 +461,103 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     // Reconciliation after subscribing: RECONCILE (9) is field 9 of Call.
     let (raw, _) = &m.calls(call::Type::Reconcile)[0];
     assert_eq!(field_numbers(raw)[..2], [1, 2]);
+    m.assert_no_violations();
+}
+
+/// The simulator's tasks of an app, by id prefix (`roles_reserved.` for `/roles/reserved`).
+fn sim_tasks_of(m: &Master, prefix: &str) -> Vec<pacer_mesos_sim::SimTask> {
+    m.sim()
+        .tasks()
+        .into_iter()
+        .filter(|t| t.task_id.starts_with(prefix) && t.state == v1::TaskState::TaskRunning)
+        .collect()
+}
+
+#[test]
+fn accepted_resource_roles_choose_reserved_or_unreserved_resources() {
+    // One agent: 2 cpus / 1 GB, of which 1 cpu / 256 MB are reserved for `prod`.
+    let m = Master::start(SimConfig {
+        agents: 1,
+        agent_cpus: 2.0,
+        agent_mem_mb: 1024.0,
+        roles_reserved: Some(("prod".into(), 1.0, 256.0)),
+        ..sim_config()
+    });
+    let p = start_pacer(
+        &m.url(),
+        &[
+            "--mesos_role",
+            "prod",
+            "--accepted_resource_roles_default_behavior",
+            "unreserved",
+        ],
+    );
+    // Reserved resources only: two tasks take 0.8 of the reserved cpu. (No ports: the agent
+    // reserves none, so a reserved-only app asking for one would wait with InsufficientPorts.)
+    let reserved = json!({"id": "/roles/reserved", "cmd": "sleep 1000", "cpus": 0.4, "mem": 64,
+        "instances": 2, "acceptedResourceRoles": ["prod"], "portDefinitions": []});
+    assert_eq!(p.post("/v2/apps", &reserved.to_string()).status, 201);
+    wait_app(&p, "/roles/reserved", "two running tasks", 30, |a| {
+        a["tasksRunning"] == 2
+    });
+    let tasks = sim_tasks_of(&m, "roles_reserved.");
+    assert_eq!(tasks.len(), 2);
+    for t in &tasks {
+        assert_eq!((t.cpus, t.reserved_cpus), (0.4, 0.4), "{t:?}");
+        assert_eq!((t.mem_mb, t.reserved_mem_mb), (64.0, 64.0), "{t:?}");
+    }
+    // No acceptedResourceRoles: the default behaviour (unreserved) applies.
+    let plain = json!({"id": "/roles/plain", "cmd": "sleep 1000", "cpus": 0.5, "mem": 64});
+    assert_eq!(p.post("/v2/apps", &plain.to_string()).status, 201);
+    wait_app(&p, "/roles/plain", "a running task", 30, |a| {
+        a["tasksRunning"] == 1
+    });
+    let t = &sim_tasks_of(&m, "roles_plain.")[0];
+    assert_eq!((t.cpus, t.reserved_cpus), (0.5, 0.0), "{t:?}");
+
+    // 0.5 reserved cpus wanted, 0.2 left: waiting, and the queue says why, with the offer's
+    // reserved resources under their role.
+    let greedy = json!({"id": "/roles/greedy", "cmd": "sleep 1000", "cpus": 0.5, "mem": 64,
+        "acceptedResourceRoles": ["prod"], "portDefinitions": []});
+    assert_eq!(p.post("/v2/apps", &greedy.to_string()).status, 201);
+    let unused = wait_for("an offer refused for cpus", Duration::from_secs(30), || {
+        let q = p.get("/v2/queue?embed=lastUnusedOffers");
+        let item = q.body["queue"]
+            .as_array()?
+            .iter()
+            .find(|i| i["app"]["id"] == "/roles/greedy")?
+            .clone();
+        item["lastUnusedOffers"]
+            .as_array()?
+            .iter()
+            .find(|u| u["reason"][0] == "InsufficientCpus")
+            .cloned()
+    });
+    let cpus_of = |role: &str| -> f64 {
+        unused["offer"]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["name"] == "cpus" && r["role"] == role)
+            .map(|r| r["scalar"].as_f64().unwrap())
+            .sum()
+    };
+    assert!((cpus_of("prod") - 0.2).abs() < 1e-6, "{unused}");
+    assert!((cpus_of("*") - 0.5).abs() < 1e-6, "{unused}");
+    assert_eq!(p.app("/roles/greedy")["tasksRunning"], 0);
+
+    // One reserved task fewer: the freed reservation takes the waiting app.
+    let r = p.put(
+        "/v2/apps/roles/reserved",
+        &json!({"instances": 1}).to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_app(&p, "/roles/greedy", "the waiting app running", 30, |a| {
+        a["tasksRunning"] == 1
+    });
+    let t = &sim_tasks_of(&m, "roles_greedy.")[0];
+    assert_eq!((t.cpus, t.reserved_cpus), (0.5, 0.5), "{t:?}");
+    // The master checked every ACCEPT against the offer, role by role.
     m.assert_no_violations();
 }
 

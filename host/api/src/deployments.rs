@@ -95,22 +95,43 @@ fn reject_summary(processed: u64, rejected: &BTreeMap<RejectReason, u64>) -> Vec
 fn unused_offer(u: &pacer_core::state::UnusedOffer) -> Value {
     use pacer_core::cluster::AttributeValue;
     let o = &u.offer;
-    let scalar = |name: &str, v: f64| json!({"name": name, "role": "*", "scalar": v});
-    let mut resources = vec![
-        scalar("cpus", o.cpus),
-        scalar("mem", o.mem_mb),
-        scalar("disk", o.disk_mb),
-    ];
-    if o.gpus > 0.0 {
-        resources.push(scalar("gpus", o.gpus));
-    }
-    if !o.ports.is_empty() {
-        let ranges: Vec<Value> = o
-            .ports
-            .iter()
-            .map(|r| json!({"begin": r.begin, "end": r.end}))
-            .collect();
-        resources.push(json!({"name": "ports", "role": "*", "ranges": ranges}));
+    // The unreserved part (role `*`), then the part reserved for a role.
+    let reserved = o.reserved.as_deref().cloned().unwrap_or_default();
+    let unreserved_ports: Vec<_> = o
+        .ports
+        .iter()
+        .filter(|r| !reserved.ports.contains(r))
+        .copied()
+        .collect();
+    let mut resources = Vec::new();
+    let mut pool = |role: &str, cpus: f64, mem: f64, disk: f64, gpus: f64, ports: &[_]| {
+        let scalar = |name: &str, v: f64| json!({"name": name, "role": role, "scalar": v});
+        resources.extend([
+            scalar("cpus", cpus),
+            scalar("mem", mem),
+            scalar("disk", disk),
+        ]);
+        if gpus > 0.0 {
+            resources.push(scalar("gpus", gpus));
+        }
+        if !ports.is_empty() {
+            let ranges: Vec<Value> = ports
+                .iter()
+                .map(|r: &pacer_core::cluster::PortRange| json!({"begin": r.begin, "end": r.end}))
+                .collect();
+            resources.push(json!({"name": "ports", "role": role, "ranges": ranges}));
+        }
+    };
+    pool(
+        "*",
+        o.cpus - reserved.cpus,
+        o.mem_mb - reserved.mem_mb,
+        o.disk_mb - reserved.disk_mb,
+        o.gpus - reserved.gpus,
+        &unreserved_ports,
+    );
+    if let Some(r) = o.reserved.as_deref() {
+        pool(&r.role, r.cpus, r.mem_mb, r.disk_mb, r.gpus, &r.ports);
     }
     let attributes: Vec<Value> = o
         .attributes

@@ -479,6 +479,8 @@ mod golden {
                 attributes: BTreeMap::new(),
                 region: None,
                 zone: Some("z1".into()),
+                reserved: None,
+                allocation_role: None,
             },
         );
         let mut task = None;

@@ -94,6 +94,8 @@ fn main() {
                 attributes: BTreeMap::new(),
                 region: None,
                 zone: None,
+                reserved: None,
+                allocation_role: None,
             },
         );
         drain(&mut core, &mut launched);

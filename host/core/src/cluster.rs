@@ -30,6 +30,7 @@ pub enum AttributeValue {
 }
 
 /// Resources of one agent offered to Pacer. Memory and disk are in MB, as in app definitions.
+/// The amounts are totals: unreserved (`*`) resources plus those in `reserved`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Offer {
     pub id: OfferId,
@@ -43,6 +44,25 @@ pub struct Offer {
     pub attributes: BTreeMap<String, AttributeValue>,
     pub region: Option<String>,
     pub zone: Option<String>,
+    /// The part of the amounts above that is reserved for a role (Mesos reservations); only
+    /// apps of that role that accept it (`acceptedResourceRoles`) may use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<Box<Reserved>>,
+    /// The role the offer is allocated to (the Mesos framework's role): only apps of this
+    /// role may use it. `None`: any app (the local backend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_role: Option<String>,
+}
+
+/// Resources of an offer reserved for one role.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reserved {
+    pub role: String,
+    pub cpus: f64,
+    pub mem_mb: f64,
+    pub disk_mb: f64,
+    pub gpus: f64,
+    pub ports: Vec<PortRange>,
 }
 
 /// Mesos task states, with Mesos's names on the wire.
@@ -196,6 +216,13 @@ pub struct LaunchSpec {
     /// Health checks the agent runs next to the task (Mesos-level checks).
     #[serde(default)]
     pub health_checks: Vec<AgentCheck>,
+    /// The roles whose resources the task may be given (`*` for unreserved ones), as matched.
+    /// Empty: any the backend offered.
+    #[serde(default)]
+    pub resource_roles: Vec<String>,
+    /// The app's labels (Mesos `TaskInfo.labels`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A health check run by the agent (Mesos's `HealthCheck`): it reports the result in the

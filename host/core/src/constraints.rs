@@ -349,6 +349,8 @@ mod tests {
                 .collect(),
             region: Some("eu".into()),
             zone: Some(format!("zone-{host}")),
+            reserved: None,
+            allocation_role: None,
         }
     }
 

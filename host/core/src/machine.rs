@@ -11,7 +11,7 @@ use crate::id::{IdSource, InstanceId, PathId, TaskId};
 use crate::instance::{AgentInfo, Goal, Instance, Task, TaskFailure};
 use crate::normalize::{AppPatch, NormalizeContext};
 use crate::persist::{keys, StoreOp};
-use crate::placement::match_offer;
+use crate::placement::{match_offer, Accepted, RoleDefault};
 use crate::state::{Delay, Deployment, DeploymentAction, Group, State};
 use crate::time::Timestamp;
 use crate::validate::{validate_app, ValidationContext};
@@ -47,6 +47,9 @@ pub struct Config {
     /// `--launch_tokens`: launches allowed until the next refill (`refill_launch_tokens`); each
     /// task reaching RUNNING gives one back. `None`: unlimited (the local backend).
     pub launch_tokens: Option<u32>,
+    /// `--accepted_resource_roles_default_behavior`: the pools apps without
+    /// `acceptedResourceRoles` draw from.
+    pub accepted_roles_default: RoleDefault,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             max_apps: None,
             extensions: Default::default(),
             launch_tokens: None,
+            accepted_roles_default: RoleDefault::Any,
         }
     }
 }
@@ -1630,16 +1634,17 @@ impl Scheduler {
                     }
             };
             let matched = if fits {
-                match_offer(&app, &mut budget)
+                let accepted = Accepted::of(&app, self.config.accepted_roles_default);
+                match_offer(&app, accepted, &mut budget)
             } else {
                 Err(crate::placement::RejectReason::UnfulfilledConstraint)
             };
             match matched {
-                Ok(host_ports) => {
+                Ok(placement) => {
                     if let Some(t) = self.launch_tokens.as_mut() {
                         *t = t.saturating_sub(1);
                     }
-                    let spec = self.start_task(now, &app, &inst, offer, host_ports, ops);
+                    let spec = self.start_task(now, &app, &inst, offer, placement, ops);
                     launches.push(spec);
                     used_apps.insert(app.id.clone());
                     if let Some(n) = waiting.get_mut(&app.id) {
@@ -1702,7 +1707,7 @@ impl Scheduler {
         app: &AppDefinition,
         inst: &Instance,
         offer: &Offer,
-        host_ports: Vec<u32>,
+        placement: crate::placement::Placement,
         ops: &mut Vec<StoreOp>,
     ) -> LaunchSpec {
         let mut i = inst.clone();
@@ -1722,7 +1727,7 @@ impl Scheduler {
             staged_at: now,
             started_at: None,
             since: now,
-            host_ports: host_ports.clone(),
+            host_ports: placement.host_ports.clone(),
             message: None,
             kill_sent: false,
         });
@@ -1731,7 +1736,7 @@ impl Scheduler {
             &task_id,
             &i.id,
             offer,
-            host_ports,
+            placement,
             self.config.env_vars_prefix.as_deref(),
         );
         self.store_instance(i, ops);
@@ -1943,9 +1948,10 @@ pub fn build_launch(
     task_id: &TaskId,
     instance_id: &InstanceId,
     offer: &Offer,
-    host_ports: Vec<u32>,
+    placement: crate::placement::Placement,
     prefix: Option<&str>,
 ) -> LaunchSpec {
+    let host_ports = placement.host_ports;
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in &app.env {
         if let EnvValue::Plain(s) = v {
@@ -2085,6 +2091,8 @@ pub fn build_launch(
         fetch: app.fetch.iter().map(|f| f.uri.clone()).collect(),
         health_checks: crate::health::agent_checks(app, &host_ports),
         host_ports,
+        resource_roles: placement.roles,
+        labels: app.labels.clone(),
     }
 }
 

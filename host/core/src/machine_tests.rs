@@ -91,6 +91,8 @@ impl Sim {
             attributes: BTreeMap::new(),
             region: None,
             zone: None,
+            reserved: None,
+            allocation_role: None,
         }
     }
 

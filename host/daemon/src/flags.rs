@@ -714,6 +714,27 @@ const ZK_ONLY: &[&str] = &[
     "leader_proxy_read_timeout",
 ];
 
+impl Flags {
+    /// Which pools apps without `acceptedResourceRoles` draw from: the deprecated
+    /// `--default_accepted_resource_roles`, when given (and the behaviour flag is left at its
+    /// default), decides as in Marathon 1.9.
+    pub fn accepted_roles_default(&self) -> pacer_core::placement::RoleDefault {
+        use pacer_core::placement::RoleDefault;
+        let roles = &self.default_accepted_resource_roles;
+        if self.accepted_resource_roles_default_behavior == "any" && !roles.is_empty() {
+            let star = roles.iter().any(|r| r == "*");
+            let own = self.mesos_role != "*" && roles.contains(&self.mesos_role);
+            return match (star, own) {
+                (true, false) => RoleDefault::Unreserved,
+                (false, true) => RoleDefault::Reserved,
+                _ => RoleDefault::Any,
+            };
+        }
+        RoleDefault::parse(&self.accepted_resource_roles_default_behavior)
+            .expect("clap admits only the three values")
+    }
+}
+
 /// Flags as parsed, with what the operator should be told about them.
 #[derive(Debug)]
 pub struct Parsed {
@@ -964,6 +985,17 @@ fn refuse_unsupported(f: &Flags, given: &dyn Fn(&str) -> bool) -> Result<(), Fla
                  (--mesos_authentication_secret_file)"
                     .into(),
             );
+        }
+        if let Some(bad) = f
+            .default_accepted_resource_roles
+            .iter()
+            .find(|r| *r != "*" && **r != f.mesos_role)
+        {
+            return refuse(format!(
+                "--default_accepted_resource_roles: Pacer receives no offers for role '{bad}' \
+                 (only * and --mesos_role {} are offered)",
+                f.mesos_role
+            ));
         }
     }
     if given("zk") {
@@ -1235,5 +1267,31 @@ mod tests {
             parse_with(&["--help"], &[]),
             Err(FlagError::Display(_))
         ));
+    }
+
+    #[test]
+    fn accepted_roles_default_comes_from_either_flag() {
+        use pacer_core::placement::RoleDefault;
+        let m = ["--master", "http://m:5050", "--mesos_role", "prod"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = m.iter().chain(extra).copied().collect();
+            ok(&args, &[]).flags.accepted_roles_default()
+        };
+        assert_eq!(with(&[]), RoleDefault::Any);
+        let behaviour = "--accepted_resource_roles_default_behavior";
+        assert_eq!(with(&[behaviour, "reserved"]), RoleDefault::Reserved);
+        // The deprecated list decides when the behaviour is left at its default.
+        let list = "--default_accepted_resource_roles";
+        assert_eq!(with(&[list, "*"]), RoleDefault::Unreserved);
+        assert_eq!(with(&[list, "prod"]), RoleDefault::Reserved);
+        assert_eq!(with(&[list, "*,prod"]), RoleDefault::Any);
+        assert_eq!(
+            with(&[list, "*", behaviour, "reserved"]),
+            RoleDefault::Reserved
+        );
+        let args: Vec<&str> = m.iter().copied().chain([list, "dev"]).collect();
+        assert!(refused(&args, &[]).contains("role 'dev'"));
+        let args: Vec<&str> = m.iter().copied().chain([behaviour, "some"]).collect();
+        assert!(refused(&args, &[]).contains("some"));
     }
 }

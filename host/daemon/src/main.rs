@@ -655,6 +655,12 @@ fn load_core(
         max_apps: flags.max_apps,
         extensions,
         launch_tokens: (flags.master != "local").then_some(flags.launch_tokens),
+        // The local backend offers no reservations: the flags are Mesos-only.
+        accepted_roles_default: if flags.master == "local" {
+            Default::default()
+        } else {
+            flags.accepted_roles_default()
+        },
     };
     let mut seed = [0u8; 8];
     getrandom::getrandom(&mut seed)

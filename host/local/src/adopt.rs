@@ -273,6 +273,8 @@ mod tests {
                 kill_grace: None,
                 fetch: vec![],
                 health_checks: vec![],
+                resource_roles: vec![],
+                labels: Default::default(),
             },
             sandbox: PathBuf::from("/nonexistent"),
             pid: Some(pid),

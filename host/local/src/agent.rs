@@ -215,6 +215,8 @@ impl Ledger {
             attributes: self.attributes.clone(),
             region: None,
             zone: None,
+            reserved: None,
+            allocation_role: None,
         })
     }
 }
@@ -289,6 +291,8 @@ mod tests {
             kill_grace: None,
             fetch: vec![],
             health_checks: vec![],
+            resource_roles: vec![],
+            labels: Default::default(),
         }
     }
 

@@ -282,6 +282,8 @@ mod tests {
             kill_grace: None,
             fetch: vec![],
             health_checks: vec![],
+            resource_roles: vec![],
+            labels: Default::default(),
         }
     }
 

@@ -168,6 +168,8 @@ fn spec(offer: &Offer, command: CommandSpec) -> LaunchSpec {
         kill_grace: None,
         fetch: vec![],
         health_checks: vec![],
+        resource_roles: vec![],
+        labels: BTreeMap::new(),
     }
 }
 

@@ -127,6 +127,9 @@ pub struct SimTask {
     pub cpus: f64,
     pub mem_mb: f64,
     pub disk_mb: f64,
+    /// The part of `cpus` and `mem_mb` taken from resources reserved for the role.
+    pub reserved_cpus: f64,
+    pub reserved_mem_mb: f64,
     /// Status updates sent to the scheduler and not yet acknowledged.
     pub unacknowledged: usize,
 }

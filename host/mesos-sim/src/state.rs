@@ -2757,6 +2757,8 @@ impl State {
             cpus: t.res.cpus(),
             mem_mb: t.res.mem(),
             disk_mb: t.res.disk(),
+            reserved_cpus: crate::resources::unmilli(t.res.reserved.cpus),
+            reserved_mem_mb: crate::resources::unmilli(t.res.reserved.mem),
             unacknowledged: t.pending.len(),
         }
     }

@@ -4,7 +4,7 @@
 
 use pacer_core::cluster::{
     AgentCheck, AgentCheckKind, AgentId, AttributeValue, CommandSpec, LaunchSpec, NetworkSpec,
-    Offer, OfferId, PortRange, TaskState, TaskStatus,
+    Offer, OfferId, PortRange, Reserved, TaskState, TaskStatus,
 };
 use pacer_core::id::TaskId;
 use pacer_mesos_proto::v1;
@@ -29,36 +29,33 @@ pub fn resource_role(r: &v1::Resource) -> &str {
     }
 }
 
-fn usable(r: &v1::Resource, roles: &[String]) -> bool {
-    roles.iter().any(|role| role == resource_role(r))
+/// Resources Pacer may use: unreserved ones and those reserved for the framework's role.
+fn usable(r: &v1::Resource, framework_role: &str) -> bool {
+    let role = resource_role(r);
+    role == "*" || role == framework_role
 }
 
-/// The core's view of an offer: the sum of the resources of `roles` (unreserved `*` and the
-/// framework's role), attributes, and the fault domain.
-pub fn offer_in(o: &v1::Offer, roles: &[String]) -> Offer {
-    let mut out = Offer {
-        id: OfferId(o.id.value.clone()),
-        agent_id: AgentId(o.agent_id.value.clone()),
-        hostname: o.hostname.clone(),
-        cpus: 0.0,
-        mem_mb: 0.0,
-        disk_mb: 0.0,
-        gpus: 0.0,
-        ports: Vec::new(),
-        attributes: BTreeMap::new(),
-        region: None,
-        zone: None,
-    };
-    for r in o.resources.iter().filter(|r| usable(r, roles)) {
+/// Sums of offered resources by kind.
+#[derive(Default)]
+struct Amounts {
+    cpus: f64,
+    mem_mb: f64,
+    disk_mb: f64,
+    gpus: f64,
+    ports: Vec<PortRange>,
+}
+
+impl Amounts {
+    fn add(&mut self, r: &v1::Resource) {
         let scalar = r.scalar.as_ref().map(|s| s.value).unwrap_or(0.0);
         match r.name.as_str() {
-            "cpus" => out.cpus += scalar,
-            "mem" => out.mem_mb += scalar,
-            "disk" => out.disk_mb += scalar,
-            "gpus" => out.gpus += scalar,
+            "cpus" => self.cpus += scalar,
+            "mem" => self.mem_mb += scalar,
+            "disk" => self.disk_mb += scalar,
+            "gpus" => self.gpus += scalar,
             "ports" => {
                 for range in r.ranges.iter().flat_map(|rs| rs.range.iter()) {
-                    out.ports.push(PortRange {
+                    self.ports.push(PortRange {
                         begin: range.begin as u32,
                         end: range.end.min(u32::MAX as u64) as u32,
                     });
@@ -67,6 +64,44 @@ pub fn offer_in(o: &v1::Offer, roles: &[String]) -> Offer {
             _ => {}
         }
     }
+}
+
+/// The core's view of an offer: the sum of the usable resources, the part of it reserved for
+/// the framework's role, attributes, and the fault domain. Offers of a framework without
+/// MULTI_ROLE are all allocated to its role.
+pub fn offer_in(o: &v1::Offer, framework_role: &str) -> Offer {
+    let mut total = Amounts::default();
+    let mut reserved: Option<Amounts> = None;
+    for r in o.resources.iter().filter(|r| usable(r, framework_role)) {
+        total.add(r);
+        if resource_role(r) != "*" {
+            reserved.get_or_insert_with(Amounts::default).add(r);
+        }
+    }
+    let mut out = Offer {
+        id: OfferId(o.id.value.clone()),
+        agent_id: AgentId(o.agent_id.value.clone()),
+        hostname: o.hostname.clone(),
+        cpus: total.cpus,
+        mem_mb: total.mem_mb,
+        disk_mb: total.disk_mb,
+        gpus: total.gpus,
+        ports: total.ports,
+        attributes: BTreeMap::new(),
+        region: None,
+        zone: None,
+        reserved: reserved.map(|r| {
+            Box::new(Reserved {
+                role: framework_role.to_string(),
+                cpus: r.cpus,
+                mem_mb: r.mem_mb,
+                disk_mb: r.disk_mb,
+                gpus: r.gpus,
+                ports: r.ports,
+            })
+        }),
+        allocation_role: Some(framework_role.to_string()),
+    };
     for a in &o.attributes {
         let value = if let Some(t) = &a.text {
             AttributeValue::Text(t.value.clone())
@@ -99,22 +134,31 @@ pub struct Carver {
 }
 
 impl Carver {
-    pub fn new(o: &v1::Offer, roles: &[String]) -> Self {
+    pub fn new(o: &v1::Offer, framework_role: &str) -> Self {
         Carver {
             resources: o
                 .resources
                 .iter()
-                .filter(|r| usable(r, roles))
+                .filter(|r| usable(r, framework_role))
                 .cloned()
                 .collect(),
         }
     }
 
-    /// Takes `amount` of a scalar resource, reserved roles first; `None` if not enough is left.
-    fn scalar(&mut self, name: &str, mut amount: f64) -> Option<Vec<v1::Resource>> {
+    /// Takes `amount` of a scalar resource of the `allowed` roles, reserved roles first;
+    /// `None` if not enough is left.
+    fn scalar(
+        &mut self,
+        name: &str,
+        mut amount: f64,
+        allowed: &dyn Fn(&v1::Resource) -> bool,
+    ) -> Option<Vec<v1::Resource>> {
         let mut taken = Vec::new();
         let mut order: Vec<usize> = (0..self.resources.len())
-            .filter(|i| self.resources[*i].name == name && self.resources[*i].scalar.is_some())
+            .filter(|i| {
+                let r = &self.resources[*i];
+                r.name == name && r.scalar.is_some() && allowed(r)
+            })
             .collect();
         order.sort_by_key(|i| resource_role(&self.resources[*i]) == "*");
         for i in order {
@@ -138,13 +182,18 @@ impl Carver {
         (amount <= 1e-6).then_some(taken)
     }
 
-    /// Takes the given ports from the ranges that hold them.
-    fn ports(&mut self, ports: &[u32]) -> Option<Vec<v1::Resource>> {
+    /// Takes the given ports from the ranges (of the `allowed` roles) that hold them.
+    fn ports(
+        &mut self,
+        ports: &[u32],
+        allowed: &dyn Fn(&v1::Resource) -> bool,
+    ) -> Option<Vec<v1::Resource>> {
         let mut taken: Vec<v1::Resource> = Vec::new();
         for &p in ports {
             let p = p as u64;
             let i = self.resources.iter().position(|r| {
                 r.name == "ports"
+                    && allowed(r)
                     && r.ranges
                         .as_ref()
                         .is_some_and(|rs| rs.range.iter().any(|x| x.begin <= p && p <= x.end))
@@ -191,13 +240,18 @@ impl Carver {
 
     /// The resources for one task; `None` when the offer cannot hold it (the core matched it
     /// against the same numbers, so this means the offer changed).
+    /// Only resources of the roles the core matched the task against (`resource_roles`) are
+    /// taken, in the same order (reserved first), so both agree on what is left.
     pub fn take(&mut self, spec: &LaunchSpec) -> Option<Vec<v1::Resource>> {
-        let mut out = self.scalar("cpus", spec.cpus)?;
-        out.extend(self.scalar("mem", spec.mem_mb)?);
+        let roles = &spec.resource_roles;
+        let allowed =
+            |r: &v1::Resource| roles.is_empty() || roles.iter().any(|x| x == resource_role(r));
+        let mut out = self.scalar("cpus", spec.cpus, &allowed)?;
+        out.extend(self.scalar("mem", spec.mem_mb, &allowed)?);
         if spec.disk_mb > 0.0 {
-            out.extend(self.scalar("disk", spec.disk_mb)?);
+            out.extend(self.scalar("disk", spec.disk_mb, &allowed)?);
         }
-        out.extend(self.ports(&spec.host_ports)?);
+        out.extend(self.ports(&spec.host_ports, &allowed)?);
         Some(out)
     }
 }
@@ -395,7 +449,16 @@ pub fn task_info(spec: &LaunchSpec, resources: Vec<v1::Resource>) -> v1::TaskInf
             grace_period: Some(duration_info(g)),
         }),
         data: None,
-        labels: None,
+        labels: (!spec.labels.is_empty()).then(|| v1::Labels {
+            labels: spec
+                .labels
+                .iter()
+                .map(|(k, v)| v1::Label {
+                    key: k.clone(),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+        }),
         discovery: Some(discovery),
     }
 }

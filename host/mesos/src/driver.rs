@@ -157,7 +157,6 @@ struct Driver {
     persist_id: FrameworkIdSink,
     http: Http,
     leader: watch::Receiver<Option<String>>,
-    roles: Vec<String>,
     framework_id: Option<String>,
     /// Registered at least once in this process.
     registered: bool,
@@ -205,10 +204,6 @@ impl Driver {
             .build_http();
         let (stream_tx, stream_rx) = mpsc::unbounded_channel();
         let (failures_tx, failures_rx) = mpsc::unbounded_channel();
-        let mut roles = vec!["*".to_string()];
-        if cfg.framework.role != "*" {
-            roles.push(cfg.framework.role.clone());
-        }
         let now = Instant::now();
         Driver {
             framework_id: cfg.framework_id.clone(),
@@ -219,7 +214,6 @@ impl Driver {
             persist_id,
             http,
             leader,
-            roles,
             registered: false,
             conn: None,
             generation: 0,
@@ -449,7 +443,7 @@ impl Driver {
                 let Some(o) = ev.offers else { return };
                 let mut batch = Vec::with_capacity(o.offers.len());
                 for offer in o.offers {
-                    batch.push(convert::offer_in(&offer, &self.roles));
+                    batch.push(convert::offer_in(&offer, &self.cfg.framework.role));
                     self.offers.insert(offer.id.value.clone(), offer);
                 }
                 if !batch.is_empty() {
@@ -606,7 +600,7 @@ impl Driver {
             self.dropped(ids, &format!("offer {} is no longer valid", offer.0));
             return;
         };
-        let mut carver = Carver::new(&o, &self.roles);
+        let mut carver = Carver::new(&o, &self.cfg.framework.role);
         let mut infos = Vec::with_capacity(tasks.len());
         let mut sent = Vec::with_capacity(tasks.len());
         for t in &tasks {

@@ -47,6 +47,8 @@ fn offer(i: usize) -> Offer {
         attributes: attributes(i),
         region: Some("eu".into()),
         zone: Some(format!("z{}", i % 3)),
+        reserved: None,
+        allocation_role: None,
     }
 }
 

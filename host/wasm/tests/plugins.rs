@@ -41,6 +41,8 @@ fn offer(host: &str, rack: Option<&str>) -> Offer {
             .collect(),
         region: None,
         zone: None,
+        reserved: None,
+        allocation_role: None,
     }
 }
 
