@@ -1524,6 +1524,18 @@ impl Scheduler {
     /// to be handled, and asked again only after the app placed an instance, which changes what
     /// they see.
     pub fn handle_offers(&mut self, now: Timestamp, offers: Vec<Offer>) {
+        self.handle_offers_within(now, offers, &mut NoDeadline);
+    }
+
+    /// As [`Scheduler::handle_offers`], stopping an offer's matching once `deadline` says its
+    /// time is up (`--offer_matching_timeout`): what was matched launches, the rest of the
+    /// offer goes back. Slow constraint plugins cannot hold offers indefinitely.
+    pub fn handle_offers_within(
+        &mut self,
+        now: Timestamp,
+        offers: Vec<Offer>,
+        deadline: &mut dyn MatchDeadline,
+    ) {
         let offers: Vec<Arc<Offer>> = offers.into_iter().map(Arc::new).collect();
         let mut verdicts = PluginVerdicts::default();
         let mut parsed = BTreeMap::new();
@@ -1542,7 +1554,8 @@ impl Scheduler {
                 waiting: &mut waiting,
                 ops: &mut ops,
             };
-            self.place_on(now, &offers, at, &mut batch);
+            deadline.start();
+            self.place_on(now, &offers, at, &mut batch, deadline);
             // One write per several offers (fewer commits), small enough for any store.
             if ops.len() >= FLUSH_OPS {
                 self.flush(std::mem::take(&mut ops));
@@ -1554,7 +1567,14 @@ impl Scheduler {
     /// Places waiting instances on one offer of a batch. The launch queue is walked lazily
     /// (a cursor, not a copy): an offer usually takes a few instances out of many waiting.
     /// Launches and declines wait in `pending` for the batch's writes.
-    fn place_on(&mut self, now: Timestamp, offers: &[Arc<Offer>], at: usize, b: &mut Batch) {
+    fn place_on(
+        &mut self,
+        now: Timestamp,
+        offers: &[Arc<Offer>],
+        at: usize,
+        b: &mut Batch,
+        deadline: &mut dyn MatchDeadline,
+    ) {
         let Batch {
             verdicts,
             parsed: parsed_constraints,
@@ -1572,6 +1592,9 @@ impl Scheduler {
                 break;
             }
             if self.launch_tokens == Some(0) {
+                break;
+            }
+            if deadline.expired() {
                 break;
             }
             let next = match &cursor {
@@ -2142,6 +2165,24 @@ struct PluginAsk<'a> {
 const FLUSH_OPS: usize = 256;
 
 /// What the offers of one batch share.
+/// The shell's clock for `--offer_matching_timeout` (the core never reads the clock itself).
+pub trait MatchDeadline {
+    /// Matching of the next offer starts.
+    fn start(&mut self);
+    /// The current offer's time is up; asked before each instance is matched.
+    fn expired(&mut self) -> bool;
+}
+
+/// No time limit.
+pub struct NoDeadline;
+
+impl MatchDeadline for NoDeadline {
+    fn start(&mut self) {}
+    fn expired(&mut self) -> bool {
+        false
+    }
+}
+
 struct Batch<'a> {
     verdicts: &'a mut PluginVerdicts,
     parsed: &'a mut ParsedConstraints,

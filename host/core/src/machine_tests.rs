@@ -1664,3 +1664,65 @@ fn launch_tokens_limit_launches_until_tasks_run_or_a_refill() {
     sim.drain();
     assert_eq!(sim.launched.len(), 7);
 }
+
+/// Expires after `allowed` instances on each offer.
+struct CountingDeadline {
+    allowed: usize,
+    asked: usize,
+    starts: usize,
+}
+
+impl crate::machine::MatchDeadline for CountingDeadline {
+    fn start(&mut self) {
+        self.asked = 0;
+        self.starts += 1;
+    }
+    fn expired(&mut self) -> bool {
+        self.asked += 1;
+        self.asked > self.allowed
+    }
+}
+
+#[test]
+fn offer_matching_stops_when_the_offers_time_is_up() {
+    let mut sim = Sim::new();
+    sim.core = Scheduler::new(
+        Config {
+            max_instances_per_offer: 100,
+            ..Config::default()
+        },
+        42,
+    );
+    sim.auto = false;
+    sim.create(json!({"id": "/t", "cmd": "x", "cpus": 0.01, "mem": 1, "instances": 10}));
+    let mut deadline = CountingDeadline {
+        allowed: 3,
+        asked: 0,
+        starts: 0,
+    };
+    // Two offers in one batch: each gets its own time, so each launches three.
+    sim.offer_seq += 1;
+    let first = sim.offer();
+    sim.offer_seq += 1;
+    let second = sim.offer();
+    sim.core
+        .handle_offers_within(sim.now, vec![first, second], &mut deadline);
+    sim.drain();
+    assert_eq!(deadline.starts, 2);
+    assert_eq!(sim.launched.len(), 6);
+    // An offer whose time is up at once launches nothing and is declined.
+    deadline.allowed = 0;
+    sim.offer_seq += 1;
+    let o = sim.offer();
+    let id = o.id.clone();
+    sim.core
+        .handle_offers_within(sim.now, vec![o], &mut deadline);
+    let effects: Vec<Effect> = std::iter::from_fn(|| sim.core.poll_effect()).collect();
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Decline { offer, .. } if *offer == id)),
+        "{effects:?}"
+    );
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Launch { .. })));
+}

@@ -502,6 +502,14 @@ async fn run(parsed: Parsed, prepared: Prepared, logs: logs::Logs) -> Result<(),
         role: election.as_ref().map(|e| e.role.clone()),
         launch_token_refresh: mesos
             .then(|| Duration::from_millis(flags.launch_token_refresh_interval.max(1))),
+        offer_matching_timeout: mesos
+            .then(|| Duration::from_millis(flags.offer_matching_timeout.max(1))),
+        reconciliation: mesos.then(|| {
+            (
+                Duration::from_millis(flags.reconciliation_initial_delay),
+                Duration::from_millis(flags.reconciliation_interval.max(1000)),
+            )
+        }),
     };
     let mut scheduler = tokio::spawn(runtime.run(cmd_rx, event_rx, probe_rx));
     plugins::feed_sinks(loaded_plugins.clone(), &api.events);

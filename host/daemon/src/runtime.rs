@@ -27,6 +27,47 @@ pub struct Runtime {
     pub role: Option<tokio::sync::watch::Receiver<Role>>,
     /// `--launch_token_refresh_interval` when launches are throttled by tokens (Mesos).
     pub launch_token_refresh: Option<Duration>,
+    /// `--offer_matching_timeout` (Mesos): the time one offer may spend being matched.
+    pub offer_matching_timeout: Option<Duration>,
+    /// `--reconciliation_initial_delay` and `--reconciliation_interval` (Mesos): explicit
+    /// reconciliation of every task Pacer believes alive, besides the one after each
+    /// (re)subscription, so that a task whose answer was lost is asked about again.
+    pub reconciliation: Option<(Duration, Duration)>,
+}
+
+/// `--offer_matching_timeout` on the wall clock, counting the offers it cut short.
+struct OfferClock {
+    timeout: Duration,
+    started: std::time::Instant,
+    cut_short: usize,
+    counted: bool,
+}
+
+impl OfferClock {
+    fn new(timeout: Duration) -> Self {
+        OfferClock {
+            timeout,
+            started: std::time::Instant::now(),
+            cut_short: 0,
+            counted: false,
+        }
+    }
+}
+
+impl pacer_core::machine::MatchDeadline for OfferClock {
+    fn start(&mut self) {
+        self.started = std::time::Instant::now();
+        self.counted = false;
+    }
+
+    fn expired(&mut self) -> bool {
+        let expired = self.started.elapsed() >= self.timeout;
+        if expired && !self.counted {
+            self.counted = true;
+            self.cut_short += 1;
+        }
+        expired
+    }
 }
 
 /// The core could not make a write durable outside a command: state in memory is ahead of the
@@ -221,7 +262,20 @@ impl Runtime {
             }
             ClusterEvent::Offers(offers) => {
                 let _span = info_span!("offers", count = offers.len()).entered();
-                self.core.handle_offers(now, offers);
+                match self.offer_matching_timeout {
+                    None => self.core.handle_offers(now, offers),
+                    Some(timeout) => {
+                        let mut clock = OfferClock::new(timeout);
+                        self.core.handle_offers_within(now, offers, &mut clock);
+                        if clock.cut_short > 0 {
+                            warn!(
+                                message = "Offer matching ran out of time; the rest of those offers was declined.",
+                                offers = clock.cut_short,
+                                timeout_ms = timeout.as_millis() as u64
+                            );
+                        }
+                    }
+                }
             }
             ClusterEvent::Status(_) => unreachable!("handled above"),
             ClusterEvent::OfferRescinded(_) => {}
@@ -300,6 +354,12 @@ impl Runtime {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             t
         });
+        let mut reconcile = self.reconciliation.map(|(initial, every)| {
+            let first = tokio::time::Instant::now() + initial;
+            let mut t = tokio::time::interval_at(first, every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
         loop {
             if let Some(rx) = &mut role {
                 if *rx.borrow_and_update() == Role::Suspended {
@@ -351,10 +411,22 @@ impl Runtime {
                     None => std::future::pending().await,
                 }
             };
+            let reconcile_due = async {
+                match &mut reconcile {
+                    Some(t) => {
+                        t.tick().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = role_changed => {}
                 _ = refill_due => {
                     self.core.refill_launch_tokens();
+                }
+                _ = reconcile_due => {
+                    self.core.reconcile_known();
+                    self.execute()?;
                 }
                 req = commands.recv() => match req {
                     Some(req) => {
