@@ -1,6 +1,6 @@
 //! `/v2/apps` and everything below it.
 
-use crate::cache::json_response;
+use crate::cache::{accepts_gzip, json_body_response, json_response};
 use crate::error::ApiError;
 use crate::render::{self, app_info, app_view, task_json, task_view, Embed};
 use crate::selector::Selector;
@@ -8,7 +8,7 @@ use crate::{ApiContext, ApiPost, ClientAddr};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{OriginalUri, Path, Query, State as AxState};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
@@ -165,8 +165,13 @@ fn add_deployment_headers(res: &mut Response, deployment: &str, location: Option
     }
 }
 
-async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError> {
+async fn list(
+    AxState(ctx): Ctx,
+    Query(q): Params,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let snap = ctx.snapshot();
+    let gzip = accepts_gzip(&headers, ctx.options.compression);
     let mut embed = Embed::parse(q.all("embed"));
     embed.counts = true;
     embed.deployments = true;
@@ -204,8 +209,8 @@ async fn list(AxState(ctx): Ctx, Query(q): Params) -> Result<Response, ApiError>
         q.one("id"),
         q.one("label")
     );
-    let body = ctx.renders.body(&snap, &key, render).await;
-    Ok(json_response(body))
+    let body = ctx.renders.encoded(&snap, &key, gzip, render).await;
+    Ok(json_body_response(body))
 }
 
 /// `api_post_event` for a change of one app through the API.
@@ -350,8 +355,10 @@ async fn get_path(
     AxState(ctx): Ctx,
     Path(path): Path<String>,
     Query(q): Params,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let snap = ctx.snapshot();
+    let gzip = accepts_gzip(&headers, ctx.options.compression);
     let now = now();
     let missing = |id: &PathId| ApiError::not_found(format!("App '{id}' does not exist"));
     match parse_target(&path) {
@@ -369,14 +376,14 @@ async fn get_path(
                 let key = format!("app {id} {embed:?}");
                 let body = ctx
                     .renders
-                    .body(&snap, &key, move |snap| {
+                    .encoded(&snap, &key, gzip, move |snap| {
                         let app = snap.apps.get(&id).expect("checked before rendering");
                         render::to_json(&render::One {
                             app: app_view(snap, app, embed, now),
                         })
                     })
                     .await;
-                return Ok(json_response(body));
+                return Ok(json_body_response(body));
             }
             let body = render::to_json(&render::One {
                 app: app_view(&snap, app, embed, now),
@@ -404,7 +411,7 @@ async fn get_path(
             let key = format!("app-tasks {id}");
             let body = ctx
                 .renders
-                .body(&snap, &key, move |snap| {
+                .encoded(&snap, &key, gzip, move |snap| {
                     let tasks = snap
                         .instances_of(&id)
                         .filter_map(|i| task_view(snap, i))
@@ -412,14 +419,14 @@ async fn get_path(
                     render::to_json(&render::Tasks { tasks })
                 })
                 .await;
-            Ok(json_response(body))
+            Ok(json_body_response(body))
         }
         Target::GroupTasks(raw) => {
             let group = app_id_of(&raw)?;
             let key = format!("group-tasks {group}");
             let body = ctx
                 .renders
-                .body(&snap, &key, move |snap| {
+                .encoded(&snap, &key, gzip, move |snap| {
                     let tasks = snap
                         .apps_under(&group)
                         .flat_map(|a| snap.instances_of(&a.id))
@@ -428,7 +435,7 @@ async fn get_path(
                     render::to_json(&render::Tasks { tasks })
                 })
                 .await;
-            Ok(json_response(body))
+            Ok(json_body_response(body))
         }
         Target::Versions(raw) => {
             let id = app_id_of(&raw)?;

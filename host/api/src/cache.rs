@@ -57,17 +57,100 @@ impl RenderCache {
     }
 }
 
+/// Smaller bodies are not worth compressing (the compression layer's own threshold is 32 B;
+/// these are only the cached listings).
+const GZIP_MIN_BYTES: usize = 1024;
+
+/// A cached body, possibly gzip-compressed.
+pub struct Body {
+    pub bytes: Bytes,
+    pub gzip: bool,
+}
+
+impl RenderCache {
+    /// As [`RenderCache::body`], gzip-compressed (once per snapshot, like the rendering) when
+    /// the client accepts it: compressing a 5 MB listing per request would cost more than
+    /// rendering it once.
+    pub async fn encoded<F>(&self, snap: &Arc<State>, key: &str, gzip: bool, render: F) -> Body
+    where
+        F: FnOnce(&State) -> Vec<u8> + Send + 'static,
+    {
+        let plain = self.body(snap, key, render).await;
+        if !gzip || plain.len() < GZIP_MIN_BYTES {
+            return Body {
+                bytes: plain,
+                gzip: false,
+            };
+        }
+        let compressed = self
+            .body(snap, &format!("{key} gzip"), move |_| compress(&plain))
+            .await;
+        Body {
+            bytes: compressed,
+            gzip: true,
+        }
+    }
+}
+
+/// Fast gzip: listings are repetitive JSON, and the fastest level already shrinks them about
+/// tenfold.
+fn compress(plain: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(plain.len() / 8),
+        flate2::Compression::fast(),
+    );
+    e.write_all(plain).expect("writing to memory");
+    e.finish().expect("writing to memory")
+}
+
+/// Whether the request's `Accept-Encoding` admits gzip (and compression is on).
+pub fn accepts_gzip(headers: &axum::http::HeaderMap, enabled: bool) -> bool {
+    enabled
+        && headers
+            .get_all(axum::http::header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|coding| {
+                let mut parts = coding.split(';');
+                let name = parts.next().unwrap_or("").trim();
+                let refused = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        == Some(0.0)
+                });
+                (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+            })
+}
+
 /// A rendered JSON body as a response.
 pub fn json_response(body: Bytes) -> axum::response::Response {
+    json_body_response(Body {
+        bytes: body,
+        gzip: false,
+    })
+}
+
+/// A cached JSON body as a response, saying how it is encoded.
+pub fn json_body_response(body: Body) -> axum::response::Response {
+    use axum::http::{header, HeaderValue};
     use axum::response::IntoResponse;
-    (
+    let mut res = (
         [(
-            axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static("application/json"),
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
         )],
-        body,
+        body.bytes,
     )
-        .into_response()
+        .into_response();
+    if body.gzip {
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    res
 }
 
 async fn rendered(render: impl FnOnce() -> Bytes + Send + 'static) -> Bytes {
@@ -121,6 +204,54 @@ mod tests {
         cache.body(&s2, "k-last", render("y")).await;
         cache.body(&s2, "k-last", render("y")).await;
         assert_eq!(renders.load(Ordering::SeqCst), before + 2);
+    }
+
+    #[tokio::test]
+    async fn gzip_is_compressed_once_per_snapshot_and_only_when_accepted() {
+        use std::io::Read;
+        let cache = RenderCache::default();
+        let snap = Arc::new(State::default());
+        let big = "{\"tasks\": []}".repeat(200).into_bytes();
+        let render = {
+            let big = big.clone();
+            move |_: &State| big
+        };
+        let zipped = cache.encoded(&snap, "k", true, render).await;
+        assert!(zipped.gzip && zipped.bytes.len() < big.len() / 4);
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&zipped.bytes[..])
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, big);
+        // The same bytes again, without rendering or compressing (the renderer would panic).
+        let again = cache
+            .encoded(&snap, "k", true, |_| unreachable!("cached"))
+            .await;
+        assert_eq!(again.bytes, zipped.bytes);
+        let plain = cache.encoded(&snap, "k", false, |_| unreachable!()).await;
+        assert!(!plain.gzip && plain.bytes == big);
+        // Small bodies stay plain.
+        let small = cache.encoded(&snap, "s", true, |_| b"[]".to_vec()).await;
+        assert!(!small.gzip);
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_weights() {
+        use axum::http::{header::ACCEPT_ENCODING, HeaderMap, HeaderValue};
+        let with = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(ACCEPT_ENCODING, HeaderValue::from_static(v));
+            accepts_gzip(&h, true)
+        };
+        assert!(with("gzip"));
+        assert!(with("deflate, GZIP;q=0.5"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("br, deflate"));
+        assert!(!accepts_gzip(&HeaderMap::new(), true));
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        assert!(!accepts_gzip(&h, false), "compression disabled");
     }
 
     #[tokio::test(flavor = "current_thread")]

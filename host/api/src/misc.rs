@@ -44,8 +44,9 @@ pub async fn not_found() -> ApiError {
     ApiError::not_found("URI not found")
 }
 
-async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
+async fn tasks(AxState(ctx): Ctx, Query(q): Params, headers: HeaderMap) -> Response {
     let snap = ctx.snapshot();
+    let gzip = crate::cache::accepts_gzip(&headers, ctx.options.compression);
     let wanted: Vec<TaskState> = q
         .iter()
         .filter(|(k, _)| k == "status" || k == "status[]")
@@ -58,7 +59,7 @@ async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
     let key = format!("tasks {wanted:?}");
     let body = ctx
         .renders
-        .body(&snap, &key, move |snap| {
+        .encoded(&snap, &key, gzip, move |snap| {
             let tasks = snap
                 .instances
                 .values()
@@ -68,7 +69,7 @@ async fn tasks(AxState(ctx): Ctx, Query(q): Params) -> Response {
             crate::render::to_json(&crate::render::Tasks { tasks })
         })
         .await;
-    crate::cache::json_response(body)
+    crate::cache::json_body_response(body)
 }
 
 async fn delete_tasks(

@@ -64,13 +64,22 @@ fn running(a: &ureq::Agent, base: &str, app: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// `requests` GETs of `path` spread over `concurrency` threads: (p50 ms, p99 ms, req/s).
-fn load(port: u16, path: &str, concurrency: usize, requests: usize) -> (f64, f64, f64) {
+/// `requests` GETs of `path` (with `headers`) spread over `concurrency` threads:
+/// (p50 ms, p99 ms, req/s, body bytes as sent).
+fn load(
+    port: u16,
+    path: &str,
+    headers: &'static str,
+    concurrency: usize,
+    requests: usize,
+) -> (f64, f64, f64, usize) {
+    let size = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let threads: Vec<_> = (0..concurrency)
         .map(|_| {
             let next = next.clone();
+            let size = size.clone();
             let path = path.to_string();
             std::thread::spawn(move || {
                 let mut conn = common::connect(port);
@@ -78,9 +87,10 @@ fn load(port: u16, path: &str, concurrency: usize, requests: usize) -> (f64, f64
                 let mut lat = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
                     let t = Instant::now();
-                    let status = common::exchange(&mut conn, "GET", &path, "", "", &mut body);
+                    let status = common::exchange(&mut conn, "GET", &path, headers, "", &mut body);
                     assert_eq!(status.unwrap(), 200);
                     assert!(body.len() > 2);
+                    size.store(body.len(), Ordering::Relaxed);
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                 }
                 lat
@@ -94,7 +104,12 @@ fn load(port: u16, path: &str, concurrency: usize, requests: usize) -> (f64, f64
     let secs = start.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    (pct(0.50), pct(0.99), all.len() as f64 / secs)
+    (
+        pct(0.50),
+        pct(0.99),
+        all.len() as f64 / secs,
+        size.load(Ordering::Relaxed),
+    )
 }
 
 fn main() {
@@ -212,17 +227,23 @@ fn main() {
     // W4 at 10,000 tasks (plus W1's 1,000). `--skip-w4` leaves it out, so W3's memory is not
     // measured on top of what 32 concurrent renders of 11,000 tasks left in the heap.
     let skip_w4 = std::env::args().any(|a| a == "--skip-w4");
-    for (path, n1, n32) in [
-        ("/v2/apps?embed=apps.tasks", 100, 320),
-        ("/v2/tasks", 100, 320),
+    // Without and with `Accept-Encoding: gzip` (what most HTTP client libraries send).
+    let gzip = "Accept-Encoding: gzip\r\n";
+    for (path, headers) in [
+        ("/v2/apps?embed=apps.tasks", ""),
+        ("/v2/tasks", ""),
+        ("/v2/apps?embed=apps.tasks", gzip),
+        ("/v2/tasks", gzip),
     ] {
         if skip_w4 {
             break;
         }
-        for (c, n) in [(1, n1), (32, n32)] {
-            let (p50, p99, rps) = load(d.port, path, c, n);
+        for (c, n) in [(1, 100), (32, 320)] {
+            let (p50, p99, rps, size) = load(d.port, path, headers, c, n);
+            let how = if headers.is_empty() { "" } else { " (gzip)" };
             println!(
-                "W4: GET {path} at 11000 tasks, concurrency {c}: p50 {p50:.1} ms, p99 {p99:.1} ms, {rps:.1} req/s"
+                "W4: GET {path}{how} at 11000 tasks, concurrency {c}: p50 {p50:.1} ms, p99 {p99:.1} ms, {rps:.1} req/s, {:.0} KB",
+                size as f64 / 1024.0
             );
         }
     }
