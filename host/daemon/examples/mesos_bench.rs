@@ -6,7 +6,10 @@
 //! - W2: one app scaled to 10,000 instances → until `tasksRunning == 10000`;
 //! - W3: the same app scaled to `W3_INSTANCES` (default 100,000): tasks/s and Pacer's peak RSS;
 //! - W4: `GET /v2/apps?embed=apps.tasks` and `GET /v2/tasks` at 10,000 tasks: p50/p99 latency
-//!   and requests/s at concurrency 1 and 32.
+//!   and requests/s at concurrency 1 and 32, without and with `Accept-Encoding: gzip`.
+//!
+//! W2 and W3 poll `GET /v2/apps/w2` (every task embedded, as Marathon answers it) like a
+//! deployment watcher would.
 //!
 //! Run: `cargo build --release --bin pacer --example mesos_bench &&
 //!       ./target/release/examples/mesos_bench [w3_instances] [--skip-w4]`
@@ -65,14 +68,14 @@ fn running(a: &ureq::Agent, base: &str, app: &str) -> u64 {
 }
 
 /// `requests` GETs of `path` (with `headers`) spread over `concurrency` threads:
-/// (p50 ms, p99 ms, req/s, body bytes as sent).
+/// (p50 ms, p99 ms, req/s, body bytes as sent, the first request's ms).
 fn load(
     port: u16,
     path: &str,
     headers: &'static str,
     concurrency: usize,
     requests: usize,
-) -> (f64, f64, f64, usize) {
+) -> (f64, f64, f64, usize, f64) {
     let size = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -97,10 +100,9 @@ fn load(
             })
         })
         .collect();
-    let mut all: Vec<f64> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let per_thread: Vec<Vec<f64>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let first = per_thread[0].first().copied().unwrap_or(0.0);
+    let mut all: Vec<f64> = per_thread.into_iter().flatten().collect();
     let secs = start.elapsed().as_secs_f64();
     all.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
@@ -109,6 +111,7 @@ fn load(
         pct(0.99),
         all.len() as f64 / secs,
         size.load(Ordering::Relaxed),
+        first,
     )
 }
 
@@ -239,10 +242,16 @@ fn main() {
             break;
         }
         for (c, n) in [(1, 100), (32, 320)] {
-            let (p50, p99, rps, size) = load(d.port, path, headers, c, n);
+            let (p50, p99, rps, size, first) = load(d.port, path, headers, c, n);
             let how = if headers.is_empty() { "" } else { " (gzip)" };
+            // At concurrency 1 the first request renders the body; the others reuse it.
+            let cold = if c == 1 {
+                format!(", first request {first:.1} ms")
+            } else {
+                String::new()
+            };
             println!(
-                "W4: GET {path}{how} at 11000 tasks, concurrency {c}: p50 {p50:.1} ms, p99 {p99:.1} ms, {rps:.1} req/s, {:.0} KB",
+                "W4: GET {path}{how} at 11000 tasks, concurrency {c}: p50 {p50:.1} ms, p99 {p99:.1} ms, {rps:.1} req/s, {:.0} KB{cold}",
                 size as f64 / 1024.0
             );
         }
