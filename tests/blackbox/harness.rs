@@ -31,6 +31,8 @@ pub struct Resp {
     pub headers: Vec<(String, String)>,
     pub body: Value,
     pub text: String,
+    /// The body as sent (e.g. gzip-compressed).
+    pub bytes: Vec<u8>,
 }
 
 impl Resp {
@@ -288,6 +290,7 @@ impl Pacer {
             headers,
             body,
             text,
+            bytes,
         }
     }
 

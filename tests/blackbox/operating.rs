@@ -2,7 +2,7 @@
 //! run-time log levels and graceful shutdown — against the real binary.
 
 use crate::harness::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -60,12 +60,26 @@ fn flags_come_from_the_environment_and_bad_ones_stop_start_up() {
         info["zookeeper_config"]["zk"],
         "zk://localhost:2181/marathon"
     );
-    let r = p.request("GET", "/v2/info", None, &[("Accept-Encoding", "gzip")]);
+    let gzip = [("Accept-Encoding", "gzip")];
+    let r = p.request("GET", "/v2/info", None, &gzip);
     assert_eq!(
         r.header("Content-Encoding"),
         None,
         "compression was disabled"
     );
+    // Listings big enough to be kept compressed by the render cache are not compressed either.
+    for i in 0..3 {
+        let app = json!({"id": format!("/listed/app-{i}"), "cmd": "sleep 1000", "instances": 0});
+        assert_eq!(p.post("/v2/apps", &app.to_string()).status, 201);
+    }
+    for path in ["/v2/apps", "/v2/groups", "/v2/apps/listed/*"] {
+        let r = p.request("GET", path, None, &gzip);
+        assert!(
+            r.bytes.len() > 1024,
+            "{path}: big enough to be cached compressed"
+        );
+        assert_eq!(r.header("Content-Encoding"), None, "{path}");
+    }
     let log = p.log_text();
     // JSON log lines, one object each, with the compat flag's warning among them.
     let lines: Vec<Value> = log
@@ -83,10 +97,30 @@ fn flags_come_from_the_environment_and_bad_ones_stop_start_up() {
         "{log}"
     );
 
-    // Compression is on by default.
+    // Compression is on by default, for plain responses and cached listings alike; a cached
+    // listing decompresses to what a client without gzip gets.
     let p2 = Pacer::start(&[]);
-    let r = p2.request("GET", "/v2/info", None, &[("Accept-Encoding", "gzip")]);
+    let r = p2.request("GET", "/v2/info", None, &gzip);
     assert_eq!(r.header("Content-Encoding"), Some("gzip"));
+    for i in 0..3 {
+        let app = json!({"id": format!("/listed/app-{i}"), "cmd": "sleep 1000", "instances": 0});
+        assert_eq!(p2.post("/v2/apps", &app.to_string()).status, 201);
+    }
+    for path in [
+        "/v2/apps",
+        "/v2/groups",
+        "/v2/apps/listed/*",
+        "/v2/apps/listed/app-1",
+    ] {
+        let plain = p2.get(path);
+        assert_eq!(plain.header("Content-Encoding"), None, "{path}");
+        let r = p2.request("GET", path, None, &gzip);
+        assert_eq!(r.header("Content-Encoding"), Some("gzip"), "{path}");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.bytes[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, plain.text, "{path}");
+    }
 
     for (args, env, needle) in [
         (vec!["--no_such_flag", "1"], vec![], "--no_such_flag"),

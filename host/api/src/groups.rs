@@ -1,13 +1,14 @@
 //! `/v2/groups` and everything below it.
 
 use crate::apps::{deployment_result, json_body, now, Params, ParamsExt};
+use crate::cache::{accepts_gzip, json_body_response, json_response};
 use crate::error::ApiError;
 use crate::render::{app_info, group_info, steps_json, Embed, GroupEmbed};
 use crate::ApiContext;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State as AxState};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -83,14 +84,15 @@ fn patch_of(body: Result<Bytes, BytesRejection>) -> Result<GroupPatch, ApiError>
     parse_group_patch(json_body(body)?).map_err(ApiError::JsonTypes)
 }
 
-async fn get_root(ctx: Ctx, q: Params) -> Result<Response, ApiError> {
-    get_path(ctx, Path(String::new()), q).await
+async fn get_root(ctx: Ctx, q: Params, headers: HeaderMap) -> Result<Response, ApiError> {
+    get_path(ctx, Path(String::new()), q, headers).await
 }
 
 async fn get_path(
     AxState(ctx): Ctx,
     Path(path): Path<String>,
     Query(q): Params,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let snap = ctx.snapshot();
     let now = now();
@@ -99,7 +101,19 @@ async fn get_path(
             let id = group_id(&raw)?;
             snap.group(&id).ok_or_else(|| missing(&id))?;
             let embed = GroupEmbed::parse(q.all("embed"));
-            Ok(Json(group_info(&snap, &snap.apps, &snap.groups, &id, embed, now)).into_response())
+            let key = format!("group {id} {embed:?}");
+            let render = move |snap: &pacer_core::state::State| {
+                let info = group_info(snap, &snap.apps, &snap.groups, &id, embed, now);
+                serde_json::to_vec(&info).expect("groups serialise")
+            };
+            if embed.app.task_stats {
+                // Lifetimes depend on the clock: never shared.
+                return Ok(json_response(render(&snap).into()));
+            }
+            // The UI polls the root group with every app's counts: rendered once per state.
+            let gzip = accepts_gzip(&headers, ctx.options.compression);
+            let body = ctx.renders.encoded(&snap, &key, gzip, render).await;
+            Ok(json_body_response(body))
         }
         Target::Apps(raw) => {
             let id = group_id(&raw)?;
