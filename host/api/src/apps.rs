@@ -170,7 +170,7 @@ async fn list(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let snap = ctx.snapshot();
+    let snap = ctx.versioned_snapshot();
     let gzip = accepts_gzip(&headers, ctx.options.compression);
     let mut embed = Embed::parse(q.all("embed"));
     embed.counts = true;
@@ -357,7 +357,7 @@ async fn get_path(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let snap = ctx.snapshot();
+    let snap = ctx.versioned_snapshot();
     let gzip = accepts_gzip(&headers, ctx.options.compression);
     let now = now();
     let missing = |id: &PathId| ApiError::not_found(format!("App '{id}' does not exist"));

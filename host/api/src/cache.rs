@@ -1,16 +1,80 @@
-//! Response bodies rendered once per snapshot. The big listings (`/v2/tasks`,
-//! `/v2/apps?embed=apps.tasks`) cost milliseconds per thousand tasks; between two changes of
-//! the state every client gets the same bytes, and clients that ask while a body is being
-//! rendered wait for that one rendering instead of starting their own.
+//! Response bodies rendered once per state of what they show. The big listings (`/v2/tasks`,
+//! `/v2/apps?embed=apps.tasks`, `/v2/groups`) cost milliseconds per thousand tasks; until the
+//! apps, groups, instances, health, deployments or task failures change, every client gets the
+//! same bytes (offer statistics and backoff delays change with every offer and are not shown
+//! in them), and clients that ask while a body is being rendered wait for that one rendering
+//! instead of starting their own.
 
 use axum::body::Bytes;
 use pacer_core::state::State;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use tokio::sync::OnceCell;
 
-/// Distinct requests remembered per snapshot; more are rendered without being kept.
+/// Distinct requests remembered per state; more are rendered without being kept.
 const MAX_BODIES: usize = 32;
+
+/// A published snapshot and its place in the order of publication.
+#[derive(Clone)]
+pub struct Versioned {
+    pub state: Arc<State>,
+    pub generation: u64,
+}
+
+impl std::ops::Deref for Versioned {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+/// The maps a cached listing reads. Clones of persistent maps: O(1), and they keep the roots
+/// alive, so that root identity tells whether anything in them changed.
+struct Shown {
+    apps: pacer_core::imbl::OrdMap<pacer_core::id::PathId, Arc<pacer_core::app::AppDefinition>>,
+    groups: pacer_core::imbl::OrdMap<pacer_core::id::PathId, Arc<pacer_core::state::Group>>,
+    instances:
+        pacer_core::imbl::OrdMap<pacer_core::id::InstanceId, Arc<pacer_core::instance::Instance>>,
+    by_app: pacer_core::imbl::OrdMap<
+        pacer_core::id::PathId,
+        pacer_core::imbl::OrdSet<pacer_core::id::InstanceId>,
+    >,
+    deployments: pacer_core::imbl::OrdMap<String, Arc<pacer_core::state::Deployment>>,
+    deployments_by_app:
+        pacer_core::imbl::OrdMap<pacer_core::id::PathId, pacer_core::imbl::OrdSet<String>>,
+    task_failures:
+        pacer_core::imbl::OrdMap<pacer_core::id::PathId, Arc<pacer_core::instance::TaskFailure>>,
+    health: pacer_core::imbl::OrdMap<
+        pacer_core::id::InstanceId,
+        Arc<pacer_core::state::InstanceHealth>,
+    >,
+}
+
+impl Shown {
+    fn of(s: &State) -> Self {
+        Shown {
+            apps: s.apps.clone(),
+            groups: s.groups.clone(),
+            instances: s.instances.clone(),
+            by_app: s.by_app.clone(),
+            deployments: s.deployments.clone(),
+            deployments_by_app: s.deployments_by_app.clone(),
+            task_failures: s.task_failures.clone(),
+            health: s.health.clone(),
+        }
+    }
+
+    fn same_as(&self, s: &State) -> bool {
+        self.apps.ptr_eq(&s.apps)
+            && self.groups.ptr_eq(&s.groups)
+            && self.instances.ptr_eq(&s.instances)
+            && self.by_app.ptr_eq(&s.by_app)
+            && self.deployments.ptr_eq(&s.deployments)
+            && self.deployments_by_app.ptr_eq(&s.deployments_by_app)
+            && self.task_failures.ptr_eq(&s.task_failures)
+            && self.health.ptr_eq(&s.health)
+    }
+}
 
 #[derive(Default)]
 pub struct RenderCache {
@@ -19,37 +83,44 @@ pub struct RenderCache {
 
 #[derive(Default)]
 struct Inner {
-    /// The snapshot the bodies were rendered from. Weak: the cache must not keep an old state
-    /// alive, and a live `Weak` keeps the address from being reused by a newer snapshot.
-    snapshot: Weak<State>,
+    /// The newest snapshot seen; a request still holding an older one renders for itself
+    /// rather than evicting newer bodies.
+    generation: u64,
+    /// What the bodies show (`None`: nothing cached yet).
+    shown: Option<Shown>,
     bodies: HashMap<String, Arc<OnceCell<Bytes>>>,
 }
 
 impl RenderCache {
     /// The body for `key` rendered from `snap`, rendering it (off the async workers) if no
-    /// request for the same key and snapshot has.
-    pub async fn body<F>(&self, snap: &Arc<State>, key: &str, render: F) -> Bytes
+    /// request for the same key and the same shown state has.
+    pub async fn body<F>(&self, snap: &Versioned, key: &str, render: F) -> Bytes
     where
         F: FnOnce(&State) -> Vec<u8> + Send + 'static,
     {
         let cell = {
             let mut inner = self.inner.lock().expect("render cache lock poisoned");
-            if !std::ptr::eq(inner.snapshot.as_ptr(), Arc::as_ptr(snap)) {
-                inner.snapshot = Arc::downgrade(snap);
-                inner.bodies.clear();
-            }
-            match inner.bodies.get(key) {
-                Some(cell) => Some(cell.clone()),
-                None if inner.bodies.len() < MAX_BODIES => {
-                    let cell = Arc::new(OnceCell::new());
-                    inner.bodies.insert(key.to_string(), cell.clone());
-                    Some(cell)
+            if snap.generation < inner.generation {
+                None
+            } else {
+                inner.generation = snap.generation;
+                if !inner.shown.as_ref().is_some_and(|s| s.same_as(snap)) {
+                    inner.shown = Some(Shown::of(snap));
+                    inner.bodies.clear();
                 }
-                None => None,
+                match inner.bodies.get(key) {
+                    Some(cell) => Some(cell.clone()),
+                    None if inner.bodies.len() < MAX_BODIES => {
+                        let cell = Arc::new(OnceCell::new());
+                        inner.bodies.insert(key.to_string(), cell.clone());
+                        Some(cell)
+                    }
+                    None => None,
+                }
             }
         };
-        let snap = snap.clone();
-        let render = move || Bytes::from(render(&snap));
+        let state = snap.state.clone();
+        let render = move || Bytes::from(render(&state));
         match cell {
             Some(cell) => cell.get_or_init(|| rendered(render)).await.clone(),
             None => rendered(render).await,
@@ -71,7 +142,7 @@ impl RenderCache {
     /// As [`RenderCache::body`], gzip-compressed (once per snapshot, like the rendering) when
     /// the client accepts it: compressing a 5 MB listing per request would cost more than
     /// rendering it once.
-    pub async fn encoded<F>(&self, snap: &Arc<State>, key: &str, gzip: bool, render: F) -> Body
+    pub async fn encoded<F>(&self, snap: &Versioned, key: &str, gzip: bool, render: F) -> Body
     where
         F: FnOnce(&State) -> Vec<u8> + Send + 'static,
     {
@@ -104,25 +175,37 @@ fn compress(plain: &[u8]) -> Vec<u8> {
     e.finish().expect("writing to memory")
 }
 
-/// Whether the request's `Accept-Encoding` admits gzip (and compression is on).
+/// Whether the request's `Accept-Encoding` admits gzip (and compression is on): a `gzip` (or
+/// `x-gzip`) entry decides by its weight, else a `*` entry does.
 pub fn accepts_gzip(headers: &axum::http::HeaderMap, enabled: bool) -> bool {
-    enabled
-        && headers
-            .get_all(axum::http::header::ACCEPT_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|coding| {
-                let mut parts = coding.split(';');
-                let name = parts.next().unwrap_or("").trim();
-                let refused = parts.any(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        == Some(0.0)
-                });
-                (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+    if !enabled {
+        return false;
+    }
+    let (mut gzip, mut star) = (None, None);
+    for coding in headers
+        .get_all(axum::http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let mut parts = coding.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let weight = parts
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| v.trim().parse::<f32>().ok())?
             })
+            .next()
+            .unwrap_or(1.0);
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(weight);
+        } else if name == "*" {
+            star = Some(weight);
+        }
+    }
+    gzip.or(star).is_some_and(|q| q > 0.0)
 }
 
 /// A rendered JSON body as a response.
@@ -176,8 +259,15 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn versioned(state: State, generation: u64) -> Versioned {
+        Versioned {
+            state: Arc::new(state),
+            generation,
+        }
+    }
+
     #[tokio::test]
-    async fn one_rendering_per_key_and_snapshot() {
+    async fn one_rendering_per_key_and_shown_state() {
         let cache = RenderCache::default();
         let renders = Arc::new(AtomicUsize::new(0));
         let render = |text: &'static str| {
@@ -187,15 +277,29 @@ mod tests {
                 text.as_bytes().to_vec()
             }
         };
-        let s1 = Arc::new(State::default());
+        let s1 = versioned(State::default(), 1);
         assert_eq!(cache.body(&s1, "a", render("one")).await, "one");
         assert_eq!(cache.body(&s1, "a", render("other")).await, "one");
         assert_eq!(cache.body(&s1, "b", render("two")).await, "two");
         assert_eq!(renders.load(Ordering::SeqCst), 2);
-        // A new snapshot renders again, even with equal contents.
-        let s2 = Arc::new(State::default());
-        assert_eq!(cache.body(&s2, "a", render("three")).await, "three");
+        // A newer snapshot that changed only what listings do not show keeps the bodies.
+        let mut unshown = (*s1.state).clone();
+        unshown.event_subscribers.insert("http://x".into());
+        let s2 = versioned(unshown, 2);
+        assert_eq!(cache.body(&s2, "a", render("same")).await, "one");
+        // A change of what they show renders again.
+        let mut shown = (*s2.state).clone();
+        shown
+            .by_app
+            .insert(pacer_core::id::PathId::root(), Default::default());
+        let s3 = versioned(shown, 3);
+        assert_eq!(cache.body(&s3, "a", render("three")).await, "three");
         assert_eq!(renders.load(Ordering::SeqCst), 3);
+        // A request still holding an older snapshot renders for itself and evicts nothing.
+        assert_eq!(cache.body(&s1, "a", render("old")).await, "old");
+        assert_eq!(cache.body(&s3, "a", render("new")).await, "three");
+        assert_eq!(renders.load(Ordering::SeqCst), 4);
+        let s2 = s3;
         // Past the bound bodies are rendered each time.
         for i in 0..MAX_BODIES {
             cache.body(&s2, &format!("k{i}"), render("x")).await;
@@ -210,7 +314,7 @@ mod tests {
     async fn gzip_is_compressed_once_per_snapshot_and_only_when_accepted() {
         use std::io::Read;
         let cache = RenderCache::default();
-        let snap = Arc::new(State::default());
+        let snap = versioned(State::default(), 1);
         let big = "{\"tasks\": []}".repeat(200).into_bytes();
         let render = {
             let big = big.clone();
@@ -247,6 +351,10 @@ mod tests {
         assert!(with("deflate, GZIP;q=0.5"));
         assert!(with("*"));
         assert!(!with("gzip;q=0"));
+        assert!(!with("gzip; Q=0"));
+        assert!(!with("gzip;q=0, *"), "an explicit refusal wins over *");
+        assert!(!with("*;q=0"));
+        assert!(with("x-gzip"));
         assert!(!with("br, deflate"));
         assert!(!accepts_gzip(&HeaderMap::new(), true));
         let mut h = HeaderMap::new();
@@ -258,7 +366,7 @@ mod tests {
     async fn concurrent_requests_share_one_rendering() {
         let cache = Arc::new(RenderCache::default());
         let renders = Arc::new(AtomicUsize::new(0));
-        let snap = Arc::new(State::default());
+        let snap = Arc::new(versioned(State::default(), 1));
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let rx = Arc::new(Mutex::new(rx));
         let tasks: Vec<_> = (0..8)

@@ -122,12 +122,13 @@ fn unused_offer(u: &pacer_core::state::UnusedOffer) -> Value {
             resources.push(json!({"name": "ports", "role": role, "ranges": ranges}));
         }
     };
+    use pacer_core::placement::unreserved_amount as left;
     pool(
         "*",
-        o.cpus - reserved.cpus,
-        o.mem_mb - reserved.mem_mb,
-        o.disk_mb - reserved.disk_mb,
-        o.gpus - reserved.gpus,
+        left(o.cpus, reserved.cpus),
+        left(o.mem_mb, reserved.mem_mb),
+        left(o.disk_mb, reserved.disk_mb),
+        left(o.gpus, reserved.gpus),
         &unreserved_ports,
     );
     if let Some(r) = o.reserved.as_deref() {

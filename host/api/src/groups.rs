@@ -94,7 +94,7 @@ async fn get_path(
     Query(q): Params,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let snap = ctx.snapshot();
+    let snap = ctx.versioned_snapshot();
     let now = now();
     match parse_target(&path) {
         Target::Group(raw) => {

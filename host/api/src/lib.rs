@@ -125,7 +125,8 @@ pub struct ApiSetup {
 /// The shared, read-mostly view the handlers use.
 pub struct ApiContext {
     commands: mpsc::Sender<Request>,
-    snapshot: RwLock<Arc<State>>,
+    /// The current snapshot and how many different ones were published before it.
+    snapshot: RwLock<cache::Versioned>,
     pub info: ServerInfo,
     pub options: HttpOptions,
     pub scheduler_metrics: metrics::SchedulerMetrics,
@@ -158,7 +159,10 @@ impl ApiContext {
             .map(tokio::sync::Semaphore::new);
         Arc::new(ApiContext {
             commands,
-            snapshot: RwLock::new(Arc::new(State::default())),
+            snapshot: RwLock::new(cache::Versioned {
+                state: Arc::new(State::default()),
+                generation: 0,
+            }),
             info: setup.info,
             options: setup.options,
             scheduler_metrics: Default::default(),
@@ -174,15 +178,25 @@ impl ApiContext {
     }
 
     /// Publishes a new snapshot; readers that already hold the old one keep it. An unchanged
-    /// state keeps the published one, so bodies rendered from it stay valid.
+    /// state keeps the published one.
     pub fn publish(&self, state: State) {
         let mut current = self.snapshot.write().expect("snapshot lock poisoned");
-        if !current.same_as(&state) {
-            *current = Arc::new(state);
+        if !current.state.same_as(&state) {
+            current.state = Arc::new(state);
+            current.generation += 1;
         }
     }
 
     pub fn snapshot(&self) -> Arc<State> {
+        self.snapshot
+            .read()
+            .expect("snapshot lock poisoned")
+            .state
+            .clone()
+    }
+
+    /// The snapshot with its generation, for the render cache.
+    pub(crate) fn versioned_snapshot(&self) -> cache::Versioned {
         self.snapshot
             .read()
             .expect("snapshot lock poisoned")

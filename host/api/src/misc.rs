@@ -45,7 +45,7 @@ pub async fn not_found() -> ApiError {
 }
 
 async fn tasks(AxState(ctx): Ctx, Query(q): Params, headers: HeaderMap) -> Response {
-    let snap = ctx.snapshot();
+    let snap = ctx.versioned_snapshot();
     let gzip = crate::cache::accepts_gzip(&headers, ctx.options.compression);
     let wanted: Vec<TaskState> = q
         .iter()

@@ -2164,7 +2164,6 @@ struct PluginAsk<'a> {
 /// Store operations collected over several offers before they are written as one.
 const FLUSH_OPS: usize = 256;
 
-/// What the offers of one batch share.
 /// The shell's clock for `--offer_matching_timeout` (the core never reads the clock itself).
 pub trait MatchDeadline {
     /// Matching of the next offer starts.
@@ -2183,6 +2182,7 @@ impl MatchDeadline for NoDeadline {
     }
 }
 
+/// What the offers of one batch share.
 struct Batch<'a> {
     verdicts: &'a mut PluginVerdicts,
     parsed: &'a mut ParsedConstraints,

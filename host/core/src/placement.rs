@@ -51,7 +51,8 @@ pub struct Accepted {
 
 impl Accepted {
     /// From `acceptedResourceRoles` (which may name only `*` and the app's role), else from
-    /// the default behaviour.
+    /// the default behaviour. As in Marathon, "reserved" means the app's own role, which for an
+    /// app of role `*` is the unreserved pool.
     pub fn of(app: &AppDefinition, default: RoleDefault) -> Self {
         match &app.accepted_resource_roles {
             Some(roles) => Accepted {
@@ -59,8 +60,8 @@ impl Accepted {
                 reserved: app.role != "*" && roles.contains(&app.role),
             },
             None => Accepted {
-                unreserved: default != RoleDefault::Reserved,
-                reserved: default != RoleDefault::Unreserved,
+                unreserved: default != RoleDefault::Reserved || app.role == "*",
+                reserved: default != RoleDefault::Unreserved && app.role != "*",
             },
         }
     }
@@ -90,6 +91,12 @@ pub struct OfferBudget {
 /// Guards against float dust when many small requests are subtracted from a budget.
 const EPSILON: f64 = 1e-9;
 
+/// `total - part` in Mesos's precision (thousandths), so that float dust of the subtraction
+/// (0.1 + 0.2 - 0.2) neither shows in `/v2/queue` nor decides a match.
+pub fn unreserved_amount(total: f64, part: f64) -> f64 {
+    ((total - part) * 1000.0).round() / 1000.0
+}
+
 impl OfferBudget {
     pub fn of(offer: &Offer) -> Self {
         let r = offer.reserved.as_deref().cloned().unwrap_or_default();
@@ -98,10 +105,10 @@ impl OfferBudget {
         ports.retain(|p| reserved_ports.binary_search(p).is_err());
         OfferBudget {
             unreserved: Pool {
-                cpus: offer.cpus - r.cpus,
-                mem_mb: offer.mem_mb - r.mem_mb,
-                disk_mb: offer.disk_mb - r.disk_mb,
-                gpus: offer.gpus - r.gpus,
+                cpus: unreserved_amount(offer.cpus, r.cpus),
+                mem_mb: unreserved_amount(offer.mem_mb, r.mem_mb),
+                disk_mb: unreserved_amount(offer.disk_mb, r.disk_mb),
+                gpus: unreserved_amount(offer.gpus, r.gpus),
                 ports,
             },
             reserved: Pool {
@@ -466,19 +473,36 @@ mod tests {
             match_offer(&a, Accepted::of(&a, RoleDefault::Any), &mut prod_offer()),
             Err(RejectReason::UnfulfilledRole)
         );
-        // A `*` app that accepts only reserved resources has none to take.
+        // A `prod` app that accepts only reserved resources has none to take here.
+        let p = app_in("prod", json.clone());
         let mut b = budget(1.0, 100.0, &[31000]);
         assert_eq!(
-            match_offer(&a, Accepted::of(&a, RoleDefault::Reserved), &mut b),
+            match_offer(&p, Accepted::of(&p, RoleDefault::Reserved), &mut b),
             Err(RejectReason::UnfulfilledRole)
         );
         assert_eq!(
             ports(match_offer(
-                &a,
-                Accepted::of(&a, RoleDefault::Unreserved),
+                &p,
+                Accepted::of(&p, RoleDefault::Unreserved),
                 &mut b
             )),
             Ok(vec![31000])
         );
+    }
+
+    #[test]
+    fn reserved_for_an_app_of_role_star_means_unreserved() {
+        let a = app(json!({"id": "/a", "cmd": "x", "cpus": 0.1, "mem": 1}));
+        assert_eq!(
+            Accepted::of(&a, RoleDefault::Reserved),
+            Accepted {
+                unreserved: true,
+                reserved: false
+            }
+        );
+        let mut b = budget(1.0, 100.0, &[31000]);
+        assert!(match_offer(&a, Accepted::of(&a, RoleDefault::Reserved), &mut b).is_ok());
+        // Unreserved amounts are totals minus the reserved part, without float dust.
+        assert_eq!(unreserved_amount(0.1 + 0.2, 0.2), 0.1);
     }
 }

@@ -60,6 +60,10 @@ impl Timestamp {
         let secs = self.0 / 1000;
         let (year, month, day) = civil_from_days((secs / 86_400) as i64);
         let rem = secs % 86_400;
+        // Past what four year digits hold (only a saturated `plus` gets there): the last one.
+        if year > 9999 {
+            return *b"9999-12-31T23:59:59.999Z";
+        }
         let mut b = *b"0000-00-00T00:00:00.000Z";
         let mut put = |at: usize, width: usize, mut v: u64| {
             for i in (at..at + width).rev() {
@@ -67,7 +71,7 @@ impl Timestamp {
                 v /= 10;
             }
         };
-        put(0, 4, year.clamp(0, 9999) as u64);
+        put(0, 4, year.max(0) as u64);
         put(5, 2, u64::from(month));
         put(8, 2, u64::from(day));
         put(11, 2, rem / 3600);
@@ -111,6 +115,11 @@ mod tests {
         assert_eq!(
             Timestamp::from_millis(1_443_194_028_000).to_string(),
             "2015-09-25T15:13:48.000Z"
+        );
+        assert_eq!(
+            Timestamp::from_millis(u64::MAX).to_string(),
+            "9999-12-31T23:59:59.999Z",
+            "saturated, not wrapped into a wrong date"
         );
     }
 

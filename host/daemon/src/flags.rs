@@ -59,9 +59,10 @@ pub struct Flags {
     #[arg(long, default_value = "*", help_heading = CORE)]
     pub mesos_role: String,
 
-    /// Which resources apps without acceptedResourceRoles accept: any, unreserved or reserved.
-    #[arg(long, default_value = "any", value_parser = ["any", "unreserved", "reserved"], help_heading = CORE)]
-    pub accepted_resource_roles_default_behavior: String,
+    /// Which resources apps without acceptedResourceRoles accept: any, unreserved or reserved
+    /// [default: any, or what --default_accepted_resource_roles implies].
+    #[arg(long, value_parser = ["any", "unreserved", "reserved"], help_heading = CORE)]
+    pub accepted_resource_roles_default_behavior: Option<String>,
 
     /// Default acceptedResourceRoles, comma-separated (deprecated in Marathon 1.9).
     #[arg(long, value_delimiter = ',', action = ArgAction::Set, help_heading = CORE)]
@@ -715,13 +716,16 @@ const ZK_ONLY: &[&str] = &[
 ];
 
 impl Flags {
-    /// Which pools apps without `acceptedResourceRoles` draw from: the deprecated
-    /// `--default_accepted_resource_roles`, when given (and the behaviour flag is left at its
-    /// default), decides as in Marathon 1.9.
+    /// Which pools apps without `acceptedResourceRoles` draw from: the behaviour flag when
+    /// given, else the deprecated `--default_accepted_resource_roles` decides as in Marathon
+    /// 1.9, else any.
     pub fn accepted_roles_default(&self) -> pacer_core::placement::RoleDefault {
         use pacer_core::placement::RoleDefault;
         let roles = &self.default_accepted_resource_roles;
-        if self.accepted_resource_roles_default_behavior == "any" && !roles.is_empty() {
+        if let Some(behaviour) = &self.accepted_resource_roles_default_behavior {
+            return RoleDefault::parse(behaviour).expect("clap admits only the three values");
+        }
+        if !roles.is_empty() {
             let star = roles.iter().any(|r| r == "*");
             let own = self.mesos_role != "*" && roles.contains(&self.mesos_role);
             return match (star, own) {
@@ -730,8 +734,7 @@ impl Flags {
                 _ => RoleDefault::Any,
             };
         }
-        RoleDefault::parse(&self.accepted_resource_roles_default_behavior)
-            .expect("clap admits only the three values")
+        RoleDefault::Any
     }
 }
 
@@ -1280,7 +1283,7 @@ mod tests {
         assert_eq!(with(&[]), RoleDefault::Any);
         let behaviour = "--accepted_resource_roles_default_behavior";
         assert_eq!(with(&[behaviour, "reserved"]), RoleDefault::Reserved);
-        // The deprecated list decides when the behaviour is left at its default.
+        // The deprecated list decides when the behaviour is not given.
         let list = "--default_accepted_resource_roles";
         assert_eq!(with(&[list, "*"]), RoleDefault::Unreserved);
         assert_eq!(with(&[list, "prod"]), RoleDefault::Reserved);
@@ -1288,6 +1291,11 @@ mod tests {
         assert_eq!(
             with(&[list, "*", behaviour, "reserved"]),
             RoleDefault::Reserved
+        );
+        assert_eq!(
+            with(&[list, "*", behaviour, "any"]),
+            RoleDefault::Any,
+            "given wins"
         );
         let args: Vec<&str> = m.iter().copied().chain([list, "dev"]).collect();
         assert!(refused(&args, &[]).contains("role 'dev'"));

@@ -29,10 +29,26 @@ pub fn resource_role(r: &v1::Resource) -> &str {
     }
 }
 
-/// Resources Pacer may use: unreserved ones and those reserved for the framework's role.
+/// Resources Pacer may give ordinary tasks: unreserved ones and those reserved for the
+/// framework's role — but not persistent volumes or mount/block disks (they belong to resident
+/// tasks and cannot be split), labelled reservations (made for a particular resident instance),
+/// revocable or shared resources.
 fn usable(r: &v1::Resource, framework_role: &str) -> bool {
     let role = resource_role(r);
-    role == "*" || role == framework_role
+    let labelled = r
+        .reservations
+        .iter()
+        .chain(r.reservation.iter())
+        .any(|res| res.labels.as_ref().is_some_and(|l| !l.labels.is_empty()));
+    let special_disk = r
+        .disk
+        .as_ref()
+        .is_some_and(|d| d.persistence.is_some() || d.volume.is_some() || d.source.is_some());
+    (role == "*" || role == framework_role)
+        && !labelled
+        && !special_disk
+        && r.revocable.is_none()
+        && r.shared.is_none()
 }
 
 /// Sums of offered resources by kind.
@@ -502,4 +518,120 @@ pub fn status_in(s: &v1::TaskStatus) -> Option<TaskStatus> {
         agent_id: s.agent_id.as_ref().map(|a| AgentId(a.value.clone())),
         healthy: s.healthy,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pacer_core::id::{InstanceId, PathId};
+    use v1::resource::{disk_info, DiskInfo, ReservationInfo, RevocableInfo};
+
+    fn scalar(name: &str, v: f64, role: Option<&str>) -> v1::Resource {
+        v1::Resource {
+            name: name.into(),
+            r#type: v1::value::Type::Scalar as i32,
+            scalar: Some(v1::value::Scalar { value: v }),
+            reservations: role
+                .map(|r| ReservationInfo {
+                    role: Some(r.into()),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn offer(resources: Vec<v1::Resource>) -> v1::Offer {
+        v1::Offer {
+            id: v1::OfferId { value: "o1".into() },
+            agent_id: v1::AgentId { value: "a1".into() },
+            hostname: "h".into(),
+            resources,
+            ..Default::default()
+        }
+    }
+
+    fn spec(cpus: f64, roles: &[&str]) -> LaunchSpec {
+        let app = PathId::parse_app_id("/a", &PathId::root()).unwrap();
+        let instance_id = InstanceId::new(&app, "00000000-0000-1000-8000-000000000001");
+        LaunchSpec {
+            task_id: pacer_core::id::TaskId::new(&instance_id, 1),
+            instance_id,
+            app_id: app,
+            offer_id: OfferId("o1".into()),
+            agent_id: AgentId("a1".into()),
+            hostname: "h".into(),
+            command: CommandSpec::Shell("x".into()),
+            user: None,
+            env: BTreeMap::new(),
+            cpus,
+            mem_mb: 0.0,
+            disk_mb: 0.0,
+            host_ports: vec![],
+            docker: None,
+            kill_grace: None,
+            fetch: vec![],
+            health_checks: vec![],
+            resource_roles: roles.iter().map(|r| r.to_string()).collect(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    /// Unreserved and reserved cpus next to what ordinary tasks must not take.
+    fn mixed() -> v1::Offer {
+        let mut revocable = scalar("cpus", 8.0, None);
+        revocable.revocable = Some(RevocableInfo {});
+        let mut volume = scalar("disk", 100.0, Some("prod"));
+        volume.disk = Some(DiskInfo {
+            persistence: Some(disk_info::Persistence {
+                id: Some("v1".into()),
+                principal: None,
+            }),
+            ..Default::default()
+        });
+        let mut resident = scalar("mem", 512.0, Some("prod"));
+        resident.reservations[0].labels = Some(v1::Labels {
+            labels: vec![v1::Label {
+                key: "marathon_framework_id".into(),
+                value: Some("f".into()),
+            }],
+        });
+        offer(vec![
+            scalar("cpus", 4.0, None),
+            scalar("cpus", 2.0, Some("prod")),
+            scalar("cpus", 1.0, Some("other")),
+            scalar("mem", 1024.0, None),
+            revocable,
+            volume,
+            resident,
+        ])
+    }
+
+    #[test]
+    fn offers_leave_out_volumes_labelled_reservations_revocable_and_other_roles() {
+        let o = offer_in(&mixed(), "prod");
+        assert_eq!((o.cpus, o.mem_mb, o.disk_mb), (6.0, 1024.0, 0.0));
+        let r = o.reserved.expect("2 cpus reserved for prod");
+        assert_eq!((r.role.as_str(), r.cpus, r.mem_mb), ("prod", 2.0, 0.0));
+        assert_eq!(o.allocation_role.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn tasks_are_carved_from_their_roles_reserved_first() {
+        let mut c = Carver::new(&mixed(), "prod");
+        // Both pools: the 2 reserved cpus, then 1 unreserved.
+        let taken = c.take(&spec(3.0, &["prod", "*"])).unwrap();
+        let by_role: Vec<(&str, f64)> = taken
+            .iter()
+            .map(|r| (resource_role(r), r.scalar.as_ref().unwrap().value))
+            .collect();
+        assert_eq!(by_role, vec![("prod", 2.0), ("*", 1.0)]);
+        assert!(taken.iter().all(|r| r.revocable.is_none()));
+        // Reserved only: nothing reserved is left.
+        assert!(c.take(&spec(0.5, &["prod"])).is_none());
+        // Unreserved: 3 cpus left (the revocable 8 are not offered to tasks).
+        assert!(c.take(&spec(3.0, &["*"])).is_some());
+        assert!(c.take(&spec(0.5, &["*"])).is_none());
+    }
 }
