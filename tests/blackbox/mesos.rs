@@ -490,6 +490,91 @@ fn what_pacer_sends_decodes_with_mesos_field_numbers() {
     m.assert_no_violations();
 }
 
+#[test]
+fn docker_apps_launch_with_a_docker_container_info() {
+    let m = Master::start(sim_config());
+    let p = start_pacer(&m.url(), &[]);
+    let app = json!({"id": "/wire/web", "cpus": 0.1, "mem": 32,
+        "container": {"type": "DOCKER",
+            "docker": {"image": "nginx:1.25", "forcePullImage": true, "privileged": false,
+                "parameters": [{"key": "label", "value": "team=web"}]},
+            "portMappings": [{"containerPort": 80, "hostPort": 0, "protocol": "tcp", "name": "http"}],
+            "volumes": [{"containerPath": "/etc/conf", "hostPath": "/srv/conf", "mode": "RO"}]},
+        "networks": [{"mode": "container/bridge"}]});
+    let r = p.post("/v2/apps", &app.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let app = wait_app(&p, "/wire/web", "a running task", 30, |a| {
+        a["tasksRunning"] == 1
+    });
+    let task_id = task_ids(&app)[0].clone();
+    let host_port = app["tasks"][0]["ports"][0].as_u64().unwrap();
+    let t = m
+        .calls(call::Type::Accept)
+        .into_iter()
+        .flat_map(|(_, c)| {
+            c.accept.unwrap().operations[0]
+                .launch
+                .clone()
+                .map(|l| l.task_infos)
+                .unwrap_or_default()
+        })
+        .find(|t| t.task_id.value == task_id)
+        .expect("the task's TaskInfo");
+    let c = t.container.as_ref().expect("a ContainerInfo");
+    assert_eq!(c.r#type, 1, "DOCKER");
+    let d = c.docker.as_ref().unwrap();
+    assert_eq!(d.image, "nginx:1.25");
+    assert_eq!(d.network, Some(2), "BRIDGE");
+    assert_eq!(d.force_pull_image, Some(true));
+    assert_eq!(d.privileged, Some(false));
+    assert_eq!(
+        d.parameters
+            .iter()
+            .map(|p| (p.key.as_str(), p.value.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("label", "team=web")]
+    );
+    let pm: Vec<(u64, u32, Option<&str>)> = d
+        .port_mappings
+        .iter()
+        .map(|m| {
+            (
+                u64::from(m.host_port),
+                m.container_port,
+                m.protocol.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(pm, vec![(host_port, 80, Some("tcp"))]);
+    // The mapped host port is taken from the offer as a ports resource.
+    let offered: Vec<u64> = t
+        .resources
+        .iter()
+        .filter(|r| r.name == "ports")
+        .flat_map(|r| r.ranges.as_ref().unwrap().range.iter().map(|x| x.begin))
+        .collect();
+    assert_eq!(offered, vec![host_port]);
+    let v = &c.volumes[0];
+    assert_eq!(
+        (v.container_path.as_str(), v.host_path.as_deref(), v.mode),
+        ("/etc/conf", Some("/srv/conf"), 2)
+    );
+    // No command: the image's entrypoint runs.
+    let cmd = t.command.as_ref().unwrap();
+    assert_eq!((cmd.shell, cmd.value.as_deref()), (Some(false), None));
+    let env: Vec<(&str, &str)> = cmd
+        .environment
+        .as_ref()
+        .unwrap()
+        .variables
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.as_deref().unwrap_or("")))
+        .collect();
+    let host_port_text = host_port.to_string();
+    assert!(env.contains(&("PORT0", host_port_text.as_str())), "{env:?}");
+    m.assert_no_violations();
+}
+
 /// The simulator's tasks of an app, by id prefix (`roles_reserved.` for `/roles/reserved`).
 fn sim_tasks_of(m: &Master, prefix: &str) -> Vec<pacer_mesos_sim::SimTask> {
     m.sim()
