@@ -258,7 +258,17 @@ impl Carver {
     /// against the same numbers, so this means the offer changed).
     /// Only resources of the roles the core matched the task against (`resource_roles`) are
     /// taken, in the same order (reserved first), so both agree on what is left.
+    /// A task that does not fit takes nothing.
     pub fn take(&mut self, spec: &LaunchSpec) -> Option<Vec<v1::Resource>> {
+        let before = self.resources.clone();
+        let taken = self.try_take(spec);
+        if taken.is_none() {
+            self.resources = before;
+        }
+        taken
+    }
+
+    fn try_take(&mut self, spec: &LaunchSpec) -> Option<Vec<v1::Resource>> {
         let roles = &spec.resource_roles;
         let allowed =
             |r: &v1::Resource| roles.is_empty() || roles.iter().any(|x| x == resource_role(r));
@@ -630,6 +640,8 @@ mod tests {
         assert!(taken.iter().all(|r| r.revocable.is_none()));
         // Reserved only: nothing reserved is left.
         assert!(c.take(&spec(0.5, &["prod"])).is_none());
+        // 5 cpus do not fit; the 3 unreserved ones they would have started on stay.
+        assert!(c.take(&spec(5.0, &["prod", "*"])).is_none());
         // Unreserved: 3 cpus left (the revocable 8 are not offered to tasks).
         assert!(c.take(&spec(3.0, &["*"])).is_some());
         assert!(c.take(&spec(0.5, &["*"])).is_none());
