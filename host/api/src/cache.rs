@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use pacer_core::state::State;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 /// Distinct requests remembered per state; more are rendered without being kept.
 const MAX_BODIES: usize = 32;
@@ -88,17 +88,23 @@ struct Inner {
     generation: u64,
     /// What the bodies show (`None`: nothing cached yet).
     shown: Option<Shown>,
-    bodies: HashMap<String, Arc<OnceCell<Bytes>>>,
+    /// Each body as it will be once rendered (`None` until then).
+    bodies: HashMap<String, watch::Receiver<Option<Bytes>>>,
 }
 
 impl RenderCache {
     /// The body for `key` rendered from `snap`, rendering it (off the async workers) if no
-    /// request for the same key and the same shown state has.
+    /// request for the same key and the same shown state has. The rendering is a task of its
+    /// own: a client that goes away does not cancel it for the others.
     pub async fn body<F>(&self, snap: &Versioned, key: &str, render: F) -> Bytes
     where
         F: FnOnce(&State) -> Vec<u8> + Send + 'static,
     {
-        let cell = {
+        let state = snap.state.clone();
+        let render = move || Bytes::from(render(&state));
+        // `None`: not cached (an older snapshot than the cache's, or too many bodies); render
+        // for this request only.
+        let slot = {
             let mut inner = self.inner.lock().expect("render cache lock poisoned");
             if snap.generation < inner.generation {
                 None
@@ -109,21 +115,41 @@ impl RenderCache {
                     inner.bodies.clear();
                 }
                 match inner.bodies.get(key) {
-                    Some(cell) => Some(cell.clone()),
+                    Some(ready) => Some((ready.clone(), None)),
                     None if inner.bodies.len() < MAX_BODIES => {
-                        let cell = Arc::new(OnceCell::new());
-                        inner.bodies.insert(key.to_string(), cell.clone());
-                        Some(cell)
+                        let (tx, rx) = watch::channel(None);
+                        inner.bodies.insert(key.to_string(), rx.clone());
+                        Some((rx, Some(tx)))
                     }
                     None => None,
                 }
             }
         };
-        let state = snap.state.clone();
-        let render = move || Bytes::from(render(&state));
-        match cell {
-            Some(cell) => cell.get_or_init(|| rendered(render)).await.clone(),
-            None => rendered(render).await,
+        let Some((mut ready, start)) = slot else {
+            return rendered(render).await;
+        };
+        if let Some(tx) = start {
+            tokio::spawn(async move {
+                let body = rendered(render).await;
+                let _ = tx.send(Some(body));
+            });
+        }
+        let outcome = ready.wait_for(Option::is_some).await.map(|b| b.clone());
+        match outcome {
+            Ok(Some(body)) => body,
+            _ => {
+                // The rendering panicked (a bug, logged by its task): forget it so the next
+                // request tries again, and fail this one.
+                let mut inner = self.inner.lock().expect("render cache lock poisoned");
+                if inner
+                    .bodies
+                    .get(key)
+                    .is_some_and(|r| r.same_channel(&ready))
+                {
+                    inner.bodies.remove(key);
+                }
+                panic!("rendering the body for {key} failed");
+            }
         }
     }
 }
@@ -360,6 +386,39 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         assert!(!accepts_gzip(&h, false), "compression disabled");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_caller_that_goes_away_does_not_cancel_the_rendering() {
+        let cache = RenderCache::default();
+        let renders = Arc::new(AtomicUsize::new(0));
+        let snap = versioned(State::default(), 1);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let mut first = {
+            let renders = renders.clone();
+            Box::pin(cache.body(&snap, "k", move |_| {
+                renders.fetch_add(1, Ordering::SeqCst);
+                rx.recv().unwrap();
+                b"first".to_vec()
+            }))
+        };
+        // Polled once (it starts the rendering), then dropped, as when a client disconnects.
+        tokio::select! {
+            biased;
+            _ = &mut first => unreachable!("the rendering waits for the test"),
+            _ = std::future::ready(()) => {}
+        }
+        drop(first);
+        tx.send(()).unwrap();
+        let renders2 = renders.clone();
+        let body = cache
+            .body(&snap, "k", move |_| {
+                renders2.fetch_add(1, Ordering::SeqCst);
+                b"second".to_vec()
+            })
+            .await;
+        assert_eq!(body, "first");
+        assert_eq!(renders.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]
