@@ -174,6 +174,21 @@ impl InstanceId {
         PathId(format!("/{}", self.safe_app_id().replace('_', "/")).into())
     }
 
+    /// The least id above every id of the same app and form (`<safe-app-id>.instance-…`):
+    /// ordered sets of instance ids keep an app's instances next to each other, and ranging
+    /// from here (exclusive) skips them all at once.
+    pub fn app_block_end(&self) -> InstanceId {
+        let marker = self
+            .0
+            .find(".instance-")
+            .or_else(|| self.0.find(".marathon-"));
+        match marker {
+            // `<safe>.instance` + `.`: `.` follows `-`, so this sorts right after the block.
+            Some(i) => InstanceId(format!("{}.", &self.0[..i + ".instance".len()]).into()),
+            None => self.clone(),
+        }
+    }
+
     /// The safe form of the app id this instance belongs to.
     pub fn safe_app_id(&self) -> &str {
         let i = self
@@ -350,6 +365,29 @@ mod tests {
 
     fn p(s: &str) -> PathId {
         PathId::resolve(s, &PathId::root()).unwrap()
+    }
+
+    #[test]
+    fn an_apps_instances_end_at_its_block_end() {
+        let id = |app: &str, uuid: &str| InstanceId::new(&p(app), uuid);
+        let mut all = std::collections::BTreeSet::new();
+        for app in ["/a", "/a-x", "/a.b", "/a/b", "/ab", "/b"] {
+            for uuid in ["0", "5", "ffff"] {
+                all.insert(id(app, uuid));
+            }
+        }
+        all.insert(InstanceId::parse("a.marathon-9").unwrap());
+        let end = id("/a", "5").app_block_end();
+        let block: Vec<&str> = all
+            .range((
+                std::ops::Bound::Included(&id("/a", "0")),
+                std::ops::Bound::Excluded(&end),
+            ))
+            .map(InstanceId::as_str)
+            .collect();
+        // Exactly the `/a` instances of the same form lie between the first and the end.
+        assert_eq!(block, ["a.instance-0", "a.instance-5", "a.instance-ffff"]);
+        assert!(!all.contains(&end));
     }
 
     #[test]

@@ -1458,17 +1458,47 @@ impl Scheduler {
         self.effects.push_back(Effect::Reconcile(known));
     }
 
+    /// The first queued instance after `after` (exclusive), or the first of all.
+    fn next_queued(&self, after: Option<&InstanceId>) -> Option<&InstanceId> {
+        match after {
+            None => self.launch_queue.iter().next(),
+            Some(c) => self
+                .launch_queue
+                .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
+                .next(),
+        }
+    }
+
+    /// The first queued instance of each app, in queue order. An app's instances are next to
+    /// each other in the queue, so per-app questions (is it delayed?) skip the rest of them.
+    fn queued_apps(&self) -> impl Iterator<Item = &InstanceId> + '_ {
+        std::iter::successors(self.next_queued(None), |iid| {
+            self.next_queued(Some(&iid.app_block_end()))
+        })
+    }
+
+    /// Queued instances that may launch now, in queue order. The instances of a delayed (or
+    /// removed) app are skipped as a block, not one by one.
     fn launchable(
         &self,
         now: Timestamp,
     ) -> impl Iterator<Item = (Arc<AppDefinition>, Arc<Instance>)> + '_ {
-        self.launch_queue.iter().filter_map(move |iid| {
-            let inst = self.state.instances.get(iid)?;
-            let app = self.state.apps.get(&inst.app_id)?;
-            if self.state.delay_of(app, now).is_some() {
-                return None;
+        let mut cursor: Option<InstanceId> = None;
+        std::iter::from_fn(move || loop {
+            let iid = self.next_queued(cursor.as_ref())?.clone();
+            let Some(inst) = self.state.instances.get(&iid) else {
+                cursor = Some(iid);
+                continue;
+            };
+            let app = self.state.apps.get(&inst.app_id);
+            let Some(app) = app.filter(|a| self.state.delay_of(a, now).is_none()) else {
+                cursor = Some(iid.app_block_end());
+                continue;
+            };
+            cursor = Some(iid);
+            if let Some(spec) = self.spec_for(inst, app) {
+                return Some((spec, inst.clone()));
             }
-            Some((self.spec_for(inst, app)?, inst.clone()))
         })
     }
 
@@ -1492,8 +1522,7 @@ impl Scheduler {
     /// launch timing out, a deployment reaching its progress deadline.
     pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
         let backoff = self
-            .launch_queue
-            .iter()
+            .queued_apps()
             .filter_map(|iid| self.state.instances.get(iid))
             .filter_map(|i| self.state.apps.get(&i.app_id))
             .filter_map(|app| self.state.delay_of(app, now).map(|d| d.deadline))
@@ -1597,27 +1626,26 @@ impl Scheduler {
             if deadline.expired() {
                 break;
             }
-            let next = match &cursor {
-                None => self.launch_queue.iter().next(),
-                Some(c) => self
-                    .launch_queue
-                    .range((std::ops::Bound::Excluded(c), std::ops::Bound::Unbounded))
-                    .next(),
+            let Some(iid) = self.next_queued(cursor.as_ref()).cloned() else {
+                break;
             };
-            let Some(iid) = next.cloned() else { break };
             cursor = Some(iid.clone());
             let Some(inst) = self.state.instances.get(&iid).cloned() else {
                 continue;
             };
-            if rejected_apps.contains(&inst.app_id) {
-                continue;
-            }
-            let Some(current) = self.state.apps.get(&inst.app_id).cloned() else {
+            // An app refused by this offer, removed or delayed: skip all its instances at
+            // once (walking them cost O(queue) per offer).
+            let current = self
+                .state
+                .apps
+                .get(&inst.app_id)
+                .filter(|a| !rejected_apps.contains(&a.id))
+                .filter(|a| self.state.delay_of(a, now).is_none())
+                .cloned();
+            let Some(current) = current else {
+                cursor = Some(iid.app_block_end());
                 continue;
             };
-            if self.state.delay_of(&current, now).is_some() {
-                continue;
-            }
             let Some(app) = self.spec_for(&inst, &current) else {
                 continue;
             };
