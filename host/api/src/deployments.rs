@@ -106,13 +106,11 @@ fn unused_offer(u: &pacer_core::state::UnusedOffer) -> Value {
     let mut resources = Vec::new();
     let mut pool = |role: &str, cpus: f64, mem: f64, disk: f64, gpus: f64, ports: &[_]| {
         let scalar = |name: &str, v: f64| json!({"name": name, "role": role, "scalar": v});
-        resources.extend([
-            scalar("cpus", cpus),
-            scalar("mem", mem),
-            scalar("disk", disk),
-        ]);
-        if gpus > 0.0 {
-            resources.push(scalar("gpus", gpus));
+        for (name, v) in [("cpus", cpus), ("mem", mem), ("disk", disk), ("gpus", gpus)] {
+            // Mesos offers no empty resources; unreserved cpus, mem and disk are always listed.
+            if v > 0.0 || (role == "*" && name != "gpus") {
+                resources.push(scalar(name, v));
+            }
         }
         if !ports.is_empty() {
             let ranges: Vec<Value> = ports
