@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use pacer_mesos_proto::{call, recordio, JSON, PROTOBUF};
+use pacer_mesos_proto::{call, JSON, PROTOBUF};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -120,15 +120,29 @@ fn accepts(headers: &HeaderMap, media: &str) -> bool {
     };
     let Ok(v) = v.to_str() else { return false };
     let kind = media.split('/').next().unwrap_or_default();
-    v.split(',').any(|item| {
-        let mut parts = item.split(';');
-        let range = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
-        let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f64>().ok())
-            .unwrap_or(1.0);
-        q > 0.0 && (range == media || range == "*/*" || range == format!("{kind}/*"))
-    })
+    // The most specific matching range decides (RFC 9110): `application/json;q=0,
+    // application/*` refuses JSON.
+    v.split(',')
+        .filter_map(|item| {
+            let mut parts = item.split(';');
+            let range = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f64>().ok())
+                .unwrap_or(1.0);
+            let specificity = if range == media {
+                3
+            } else if range == format!("{kind}/*") {
+                2
+            } else if range == "*/*" {
+                1
+            } else {
+                return None;
+            };
+            Some((specificity, q))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .is_some_and(|(_, q)| q > 0.0)
 }
 
 /// Body of a SUBSCRIBE response: the records the master queues, until it drops the sender.
@@ -241,15 +255,6 @@ async fn scheduler(State(ctx): State<Ctx>, req: Request) -> Response {
     response
 }
 
-/// Best effort, for the record of calls that were not parsed for real.
-fn try_decode(content_type: Option<&str>, body: &[u8]) -> Option<pacer_mesos_proto::Call> {
-    match content_type {
-        Some(JSON) => wire::decode_json(body, &mut Vec::new()).ok(),
-        Some(PROTOBUF) => wire::decode_protobuf(body).ok(),
-        _ => None,
-    }
-}
-
 fn answer(
     ctx: &Ctx,
     method: &Method,
@@ -268,7 +273,7 @@ fn answer(
                 r.headers_mut().insert(header::LOCATION, v);
             }
         }
-        let ty = try_decode(content_type, body)
+        let ty = wire::decode_any(content_type, body)
             .and_then(|c| c.r#type)
             .and_then(|t| call::Type::try_from(t).ok());
         return (r, ty);
@@ -391,12 +396,7 @@ fn answer(
             ),
             Answer::ErrorStream { json, message } => {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let data = if json {
-                    serde_json::to_vec(&error_event(&message)).unwrap_or_default()
-                } else {
-                    prost::Message::encode_to_vec(&error_event(&message))
-                };
-                let _ = tx.send(Bytes::from(recordio::encode(&data)));
+                let _ = tx.send(state::encode_event(&error_event(&message), json));
                 drop(tx);
                 stream_response(media, None, EventStream { rx, _guard: None })
             }
@@ -599,7 +599,7 @@ mod tests {
             header::ACCEPT,
             "application/json;q=0, application/*".parse().unwrap(),
         );
-        assert!(!accepts(&h, JSON) || accepts(&h, PROTOBUF));
+        assert!(!accepts(&h, JSON) && accepts(&h, PROTOBUF));
         h.insert(header::ACCEPT, "text/html".parse().unwrap());
         assert!(!accepts(&h, JSON) && !accepts(&h, PROTOBUF));
     }

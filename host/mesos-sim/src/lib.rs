@@ -188,11 +188,7 @@ pub(crate) struct StoredCall {
 
 impl StoredCall {
     pub(crate) fn decoded(&self) -> RecordedCall {
-        let call = match self.content_type.as_deref() {
-            Some(pacer_mesos_proto::JSON) => wire::decode_json(&self.body, &mut Vec::new()).ok(),
-            Some(pacer_mesos_proto::PROTOBUF) => wire::decode_protobuf(&self.body).ok(),
-            _ => None,
-        };
+        let call = wire::decode_any(self.content_type.as_deref(), &self.body);
         RecordedCall {
             path: self.path.to_string(),
             content_type: self.content_type.clone(),

@@ -439,7 +439,7 @@ fn int64_as_numbers(v: &mut serde_json::Value) {
     }
 }
 
-fn encode_event(ev: &Event, json: bool) -> Bytes {
+pub(crate) fn encode_event(ev: &Event, json: bool) -> Bytes {
     let data = if json {
         let mut v = serde_json::to_value(ev).expect("events serialize");
         int64_as_numbers(&mut v);
@@ -1176,10 +1176,10 @@ impl State {
         self.offer_fates.get(g)?.get(n).copied()
     }
 
-    /// Removes an outstanding offer, returning its resources to the agent. Returns its framework.
-    fn drop_offer(&mut self, id: &str, fate: u8) -> Option<String> {
+    /// Takes an outstanding offer out of the books (with its `fate` recorded); its resources
+    /// are the caller's to return or use.
+    fn take_offer(&mut self, id: &str, fate: u8) -> Option<OutstandingOffer> {
         let o = self.offers.remove(id)?;
-        self.agents[o.agent].free.add(&o.res);
         if let Some(f) = self
             .offer_fates
             .get_mut(o.generation)
@@ -1190,6 +1190,13 @@ impl State {
         if let Some(fw) = self.frameworks.get_mut(&o.fw) {
             fw.offers.remove(id);
         }
+        Some(o)
+    }
+
+    /// Removes an outstanding offer, returning its resources to the agent. Returns its framework.
+    fn drop_offer(&mut self, id: &str, fate: u8) -> Option<String> {
+        let o = self.take_offer(id, fate)?;
+        self.agents[o.agent].free.add(&o.res);
         Some(o.fw)
     }
 
@@ -1559,16 +1566,7 @@ impl State {
         };
         fw.conn = None;
         for id in fw.offers.drain() {
-            if let Some(o) = self.offers.remove(&id) {
-                self.agents[o.agent].free.add(&o.res);
-                if let Some(f) = self
-                    .offer_fates
-                    .get_mut(o.generation)
-                    .and_then(|v| v.get_mut(o.n))
-                {
-                    *f = FATE_RESCINDED;
-                }
-            }
+            self.drop_offer(&id, FATE_RESCINDED);
         }
         let handles: Vec<u64> = self
             .task_index
@@ -1935,17 +1933,7 @@ impl State {
         };
         let mut avail = Pools::default();
         for oid in &acc.offer_ids {
-            if let Some(o) = self.offers.remove(&oid.value) {
-                if let Some(f) = self
-                    .offer_fates
-                    .get_mut(o.generation)
-                    .and_then(|v| v.get_mut(o.n))
-                {
-                    *f = FATE_USED;
-                }
-                if let Some(fw) = self.frameworks.get_mut(fw_id) {
-                    fw.offers.remove(&oid.value);
-                }
+            if let Some(o) = self.take_offer(&oid.value, FATE_USED) {
                 avail.add(&o.res);
             }
         }

@@ -241,6 +241,15 @@ fn missing_required(buf: &[u8], schema: &Schema, path: &str) -> Result<(), Strin
 }
 
 /// A protobuf call body, or the 400 message.
+/// Best effort, by content type: for the record of calls.
+pub(crate) fn decode_any(content_type: Option<&str>, body: &[u8]) -> Option<Call> {
+    match content_type {
+        Some(pacer_mesos_proto::JSON) => decode_json(body, &mut Vec::new()).ok(),
+        Some(pacer_mesos_proto::PROTOBUF) => decode_protobuf(body).ok(),
+        _ => None,
+    }
+}
+
 pub(crate) fn decode_protobuf(body: &[u8]) -> Result<Call, String> {
     const PREFIX: &str = "Failed to parse body into Call protobuf";
     let call = Call::decode(body).map_err(|e| format!("{PREFIX}: {e}"))?;

@@ -293,7 +293,7 @@ pub fn task_name(spec: &LaunchSpec) -> String {
     parts.into_iter().rev().collect::<Vec<_>>().join(".")
 }
 
-fn duration_info(d: std::time::Duration) -> v1::DurationInfo {
+pub(crate) fn duration_info(d: std::time::Duration) -> v1::DurationInfo {
     v1::DurationInfo {
         nanoseconds: d.as_nanos().min(i64::MAX as u128) as i64,
     }

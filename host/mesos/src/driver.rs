@@ -171,6 +171,10 @@ struct Driver {
     /// Not connected and no attempt under way: the next attempt's time.
     next_attempt: Option<Instant>,
     backoff: Duration,
+    /// Which of a `--master` URL list to try next (each failed attempt moves on).
+    url_at: usize,
+    /// The leader watch still has a sender (ZooKeeper detection); URL lists close it at once.
+    leader_open: bool,
     /// Outstanding offers, for carving task resources out of them.
     offers: HashMap<String, v1::Offer>,
     /// The latest unacknowledged update per task: (agent id, uuid).
@@ -224,6 +228,8 @@ impl Driver {
             failures_rx,
             next_attempt: Some(now),
             backoff: Duration::from_millis(250),
+            url_at: 0,
+            leader_open: true,
             offers: HashMap::new(),
             acks: HashMap::new(),
             kills: HashMap::new(),
@@ -265,10 +271,11 @@ impl Driver {
                     }
                 }
                 Some(f) = self.failures_rx.recv() => self.call_failed(f),
-                changed = self.leader.changed() => {
+                changed = self.leader.changed(), if self.leader_open => {
                     if changed.is_err() {
-                        // Detection stopped (never for URL lists): keep the last value.
-                        std::future::pending::<()>().await;
+                        // Detection stopped (at once for URL lists): keep the last value.
+                        self.leader_open = false;
+                        continue;
                     }
                     let leader = self.leader.borrow().clone();
                     let moved = match &self.conn {
@@ -298,7 +305,13 @@ impl Driver {
         if Instant::now() < at {
             return;
         }
-        let Some(leader) = self.leader.borrow().clone() else {
+        let leader = match &self.cfg.master {
+            MasterSource::Urls(urls) if !urls.is_empty() => {
+                Some(urls[self.url_at % urls.len()].clone())
+            }
+            _ => self.leader.borrow().clone(),
+        };
+        let Some(leader) = leader else {
             // No master known yet: the leader watch wakes us.
             self.next_attempt = None;
             return;
@@ -329,11 +342,20 @@ impl Driver {
         let auth = self.auth_header();
         let heartbeat = self.cfg.heartbeat_interval;
         let threshold = self.cfg.heartbeat_failure_threshold.max(1);
+        let timeout = self.cfg.call_timeout;
         debug!(message = "Subscribing.", master = %leader, generation);
         self.stream_task = Some(tokio::spawn(async move {
-            let ended = subscribe_and_read(&http, &leader, call, auth, heartbeat, threshold, |m| {
-                let _ = tx.send((generation, m));
-            })
+            let ended = subscribe_and_read(
+                &http,
+                &leader,
+                call,
+                auth,
+                timeout,
+                (heartbeat, threshold),
+                |m| {
+                    let _ = tx.send((generation, m));
+                },
+            )
             .await;
             let _ = tx.send((generation, StreamMsg::Ended(ended)));
         }));
@@ -360,12 +382,22 @@ impl Driver {
                 self.disconnect(reason.clone());
                 if was_connected {
                     self.backoff = Duration::from_millis(250);
+                } else {
+                    // The attempt failed: with a list of masters, try the next one.
+                    self.url_at += 1;
                 }
                 warn!(message = "No connection to the Mesos master; trying again.", reason = %reason, retry_ms = self.backoff.as_millis() as u64);
-                self.next_attempt = Some(Instant::now() + self.backoff);
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(15));
+                self.retry_later();
             }
         }
+    }
+
+    /// The next SUBSCRIBE after the current backoff, which doubles (up to 15 s) until a
+    /// SUBSCRIBED resets it: a master that refuses every attempt (an ERROR event, a stale
+    /// stream) is not called four times a second.
+    fn retry_later(&mut self) {
+        self.next_attempt = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(15));
     }
 
     /// Forgets the connection (and aborts its stream); offers die with it.
@@ -400,9 +432,6 @@ impl Driver {
             k.sent_at = None;
         }
         self.kills_in_flight = 0;
-        if self.next_attempt.is_none() {
-            self.next_attempt = Some(Instant::now() + self.backoff);
-        }
     }
 
     fn connected(&self) -> Option<&Conn> {
@@ -474,6 +503,7 @@ impl Driver {
                 let message = ev.error.map(|e| e.message).unwrap_or_default();
                 error!(message = "The Mesos master reported an error.", error = %message);
                 self.disconnect(format!("master error: {message}"));
+                self.retry_later();
             }
             Some(event::Type::Heartbeat) => {}
             _ => debug!(message = "Ignored event.", kind = ?ev.r#type),
@@ -716,9 +746,7 @@ impl Driver {
             },
             agent_id: k.agent_id.map(|a| v1::AgentId { value: a.0 }),
             kill_policy: k.grace.map(|g| v1::KillPolicy {
-                grace_period: Some(v1::DurationInfo {
-                    nanoseconds: g.as_nanos().min(i64::MAX as u128) as i64,
-                }),
+                grace_period: Some(convert::duration_info(g)),
             }),
         };
         self.simple_call(call::Type::Kill, |c| c.kill = Some(kill));
@@ -768,7 +796,7 @@ impl Driver {
             CallFailure::Stale(generation, why) => {
                 if generation == self.generation && self.conn.is_some() {
                     self.disconnect(why);
-                    self.next_attempt = Some(Instant::now());
+                    self.retry_later();
                 }
             }
         }
@@ -842,10 +870,13 @@ impl Driver {
             let why = match outcome {
                 Ok((s, _)) if s.is_success() => return,
                 Ok((s, text)) => {
-                    if s == StatusCode::FORBIDDEN
+                    // The subscription is gone (a 403 is also an authorization refusal, which
+                    // resubscribing does not cure).
+                    let stale = (s == StatusCode::FORBIDDEN
+                        && (text.contains("not subscribed") || text.contains("not connected")))
                         || (s == StatusCode::BAD_REQUEST
-                            && (text.contains("stream ID") || text.contains("cannot be found")))
-                    {
+                            && (text.contains("stream ID") || text.contains("cannot be found")));
+                    if stale {
                         let _ = failures.send(CallFailure::Stale(
                             generation,
                             format!("{} answered {s}: {text}", kind.as_str_name()),
@@ -870,8 +901,8 @@ async fn subscribe_and_read(
     leader: &str,
     call: Call,
     auth: Option<String>,
-    heartbeat: Duration,
-    threshold: u32,
+    timeout: Duration,
+    (heartbeat, threshold): (Duration, u32),
     emit: impl Fn(StreamMsg),
 ) -> String {
     let body = Bytes::from(call.encode_to_vec());
@@ -885,7 +916,7 @@ async fn subscribe_and_read(
             req = req.header("Authorization", a);
         }
         let req = req.body(Full::new(body.clone())).expect("valid request");
-        let resp = match tokio::time::timeout(Duration::from_secs(30), http.request(req)).await {
+        let resp = match tokio::time::timeout(timeout, http.request(req)).await {
             Err(_) => return format!("SUBSCRIBE to {base} got no answer"),
             Ok(Err(e)) => return format!("SUBSCRIBE to {base} failed: {e}"),
             Ok(Ok(r)) => r,

@@ -83,15 +83,12 @@ pub fn member_sequence(name: &str) -> Option<u64> {
 }
 
 /// Keeps the leading master's base URL current. For URL lists the value is fixed (the first
-/// URL; redirects find the leader); for ZooKeeper it follows the group until `tx` is dropped.
+/// URL; redirects find the leader, and the driver moves on to the next URL when an attempt
+/// fails) and the sender is dropped at once; for ZooKeeper it follows the group until the
+/// receiver is dropped.
 pub fn detect(source: MasterSource, session_timeout: Duration) -> watch::Receiver<Option<String>> {
     match source {
-        MasterSource::Urls(urls) => {
-            let (tx, rx) = watch::channel(urls.first().cloned());
-            // Keep the sender alive for as long as the receiver is used.
-            tokio::spawn(async move { tx.closed().await });
-            rx
-        }
+        MasterSource::Urls(urls) => watch::channel(urls.first().cloned()).1,
         MasterSource::Zk(url) => {
             let (tx, rx) = watch::channel(None);
             tokio::spawn(follow_zk(url, session_timeout, tx));
